@@ -1,0 +1,357 @@
+"""The comparison report: every figure of a study, JSON-ready, computed from `results.json`.
+
+See docs/results-format.md for the input. Statistics use finished trials only: completed
+and diverged ones (a diverged trial counts as not reaching the target). Failed and cancelled
+trials are counted, never averaged. The report never carries NaN: missing figures are None.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from service.reports.statistics import accuracy_at, iterations_to_target, mean_ci, welch_t_test
+
+REPORT_FORMAT = 1
+TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
+FINISHED_STATES = ("completed", "diverged")
+TRIAL_STATES = ("pending", "running", "completed", "diverged", "failed", "cancelled")
+BUDGET_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
+SIGNIFICANCE = 0.05
+CROSSING_RULE = (
+    "Iterations to target: the first evaluation at which held-out accuracy is at or above the "
+    "target and still is at the next evaluation (a crossing at the last evaluation counts), "
+    "interpolated linearly between that evaluation and the one before it; averaged over the "
+    "seeds that reached the target. Speedup = the baseline's iterations to target / the arm's."
+)
+
+
+def trial_curve(trial: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """A trial's evaluation iterations and held-out accuracies, as float arrays."""
+    points: Sequence[Mapping[str, Any]] = trial.get("points") or ()
+    its = np.fromiter((p["iteration"] for p in points), dtype=float, count=len(points))
+    acc = np.fromiter((p["accuracy"] for p in points), dtype=float, count=len(points))
+    return its, acc
+
+
+def baseline_arm(results: Mapping[str, Any]) -> str | None:
+    """The spec's baseline arm; the first arm when the spec names none; None without arms."""
+    arms = list(results.get("arms") or {})
+    baseline = (results.get("spec") or {}).get("baseline")
+    if baseline is not None and baseline not in arms:
+        raise ValueError(f"spec.baseline {baseline!r} is not an arm; arms: {', '.join(arms)}")
+    return baseline if baseline is not None else (arms[0] if arms else None)
+
+
+def format_percent(value: float) -> str:
+    return f"{100 * value:.1f}%"
+
+
+def format_iterations(value: float) -> str:
+    return f"{round(value):,}"
+
+
+def format_p(p: float) -> str:
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def _finite(value: Any) -> float | None:
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+def _check(results: Mapping[str, Any]) -> None:
+    if results.get("format") != 1:
+        raise ValueError(f"results format must be 1, got {results.get('format')!r}")
+    arms = results.get("arms") or {}
+    for i, trial in enumerate(results.get("trials") or ()):
+        if trial.get("arm") not in arms:
+            raise ValueError(
+                f"trials[{i}].arm {trial.get('arm')!r} is not an arm; arms: {', '.join(arms)}"
+            )
+        if trial.get("state") not in TRIAL_STATES:
+            raise ValueError(
+                f"trials[{i}].state must be one of {', '.join(TRIAL_STATES)}, "
+                f"got {trial.get('state')!r}"
+            )
+
+
+def _final_accuracies(trials: Sequence[Mapping[str, Any]]) -> list[float]:
+    """Final held-out accuracies of the finished trials that have a finite one."""
+    finals = []
+    for trial in trials:
+        points = trial.get("points")
+        if trial["state"] in FINISHED_STATES and points:
+            final = _finite(points[-1].get("accuracy"))
+            if final is not None:
+                finals.append(final)
+    return finals
+
+
+def _seed_row(trial: Mapping[str, Any], target: float | None) -> dict[str, Any]:
+    its, acc = trial_curve(trial)
+    finite = acc[np.isfinite(acc)]
+    return {
+        "seed": trial.get("seed"),
+        "trial_id": trial.get("trial_id"),
+        "state": trial["state"],
+        "final_accuracy": _finite(acc[-1]) if acc.size else None,
+        "best_accuracy": float(finite.max()) if finite.size else None,
+        "iterations_to_target": (
+            iterations_to_target(its, acc, target) if target is not None else None
+        ),
+        "wall_s": _finite(trial.get("wall_s")),
+    }
+
+
+def _welch(arm: str, finals: Sequence[float], base: str, base_finals: Sequence[float]) -> dict:
+    p = welch_t_test(finals, base_finals)
+    if len(finals) < 2 or len(base_finals) < 2:
+        sentence = (
+            f"not tested: needs 2 or more finished seeds in both {arm} and {base} "
+            f"(has {len(finals)} and {len(base_finals)})"
+        )
+    elif p is None:
+        sentence = "identical results: every seed of both arms ended at the same accuracy"
+    elif p < SIGNIFICANCE:
+        direction = "higher" if np.mean(finals) > np.mean(base_finals) else "lower"
+        sentence = f"significantly {direction} at 5% ({format_p(p)})"
+    else:
+        sentence = f"no significant difference at 5% ({format_p(p)})"
+    return {"against": base, "p_value": p, "sentence": sentence}
+
+
+def _arm_row(
+    name: str,
+    arm: Mapping[str, Any],
+    trials: Sequence[Mapping[str, Any]],
+    target: float | None,
+    budget_iterations: Sequence[float],
+) -> dict[str, Any]:
+    finished = [t for t in trials if t["state"] in FINISHED_STATES]
+    seeds = [_seed_row(t, target) for t in finished]
+    finals = _final_accuracies(finished)
+    if finals:
+        mean, low, high = mean_ci(finals)
+        final: dict[str, Any] = {"mean": mean, "ci_low": low, "ci_high": high, "n": len(finals)}
+        final["note"] = "one seed: no confidence interval" if len(finals) == 1 else None
+    else:
+        final = {"mean": None, "ci_low": None, "ci_high": None, "n": 0, "note": "no finished seed"}
+    reached = [s["iterations_to_target"] for s in seeds if s["iterations_to_target"] is not None]
+    bests = [s["best_accuracy"] for s in seeds if s["best_accuracy"] is not None]
+    walls = [s["wall_s"] for s in seeds if s["wall_s"] is not None]
+    curves = [trial_curve(t) for t in finished]
+    at_budget = []
+    for fraction, iteration in zip(BUDGET_FRACTIONS, budget_iterations, strict=True):
+        values = [v for its, acc in curves if (v := accuracy_at(its, acc, iteration)) is not None]
+        at_budget.append(
+            {"fraction": fraction, "iteration": iteration, "mean": _mean(values), "n": len(values)}
+        )
+    auto = set(arm.get("auto") or ())
+    policy = arm.get("policy") or {}
+    optimizer = arm.get("optimizer") or {}
+    counts = {state: sum(t["state"] == state for t in trials) for state in TRIAL_STATES}
+    return {
+        "arm": name,
+        "optimizer": optimizer.get("name"),
+        "optimizer_options": dict(optimizer.get("options") or {}),
+        "policy": policy.get("name"),
+        "params": [
+            {"name": k, "value": v, "source": "range test" if k in auto else "given"}
+            for k, v in (policy.get("params") or {}).items()
+        ],
+        "iterations": arm.get("iterations"),
+        "trials": counts,
+        "finished": len(finished),
+        "final_accuracy": final,
+        "best_accuracy": max(bests) if bests else None,
+        "iterations_to_target": {
+            "mean": _mean(reached),
+            "reached": len(reached),
+            "of": len(finished),
+        },
+        "speedup": None,
+        "wall_s_mean": _mean(walls),
+        "diverged": counts["diverged"],
+        "failed": counts["failed"],
+        "accuracy_at_budget": at_budget,
+        "welch": None,
+        "seeds": seeds,
+    }
+
+
+def _target(results: Mapping[str, Any], baseline_trials: Sequence[Mapping[str, Any]]) -> dict:
+    given = (results.get("spec") or {}).get("target_accuracy", "auto")
+    baseline = baseline_arm(results)
+    if given is None or given == "auto":
+        accuracy = _mean(_final_accuracies(baseline_trials))
+        described = (
+            f"the baseline ({baseline})'s final mean accuracy"
+            if accuracy is not None
+            else f"the baseline ({baseline})'s final mean accuracy, not known yet"
+        )
+        return {"accuracy": accuracy, "source": "baseline", "description": described}
+    accuracy = _finite(given)
+    if accuracy is None or not 0 < accuracy <= 1:
+        raise ValueError(
+            f"spec.target_accuracy must be 'auto' or a fraction in (0, 1], got {given!r}"
+        )
+    return {"accuracy": accuracy, "source": "spec", "description": "the spec's target_accuracy"}
+
+
+def _verdicts(
+    report: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], baseline: str | None
+) -> list[str]:
+    trials = report["trials"]
+    lines = []
+    if report["partial"]:
+        lines.append(
+            f"Partial report: the study is {report['study']['status']}; "
+            f"{trials['finished']} of {trials['total']} trials have finished."
+        )
+    if trials["finished"] == 0:
+        lines.append("No trial has finished: there is nothing to compare yet.")
+        return lines
+    target = report["target"]["accuracy"]
+    if target is None:
+        lines.append(f"No target accuracy yet: the baseline ({baseline}) has no finished seed.")
+    base = next(r for r in rows if r["arm"] == baseline)
+    base_its = base["iterations_to_target"]["mean"]
+    what = (
+        "the baseline's final accuracy" if report["target"]["source"] == "baseline" else "the target"
+    )
+    for row in rows:
+        reach = row["iterations_to_target"]
+        if target is None or row["finished"] == 0:
+            continue
+        seeds = f"{reach['reached']} of {reach['of']} seeds"
+        if reach["mean"] is None:
+            final = row["final_accuracy"]["mean"]
+            ended = f"; final accuracy {format_percent(final)}" if final is not None else ""
+            lines.append(
+                f"{row['arm']} never reached {what} ({format_percent(target)}): {seeds}{ended}."
+            )
+            continue
+        if row["arm"] == baseline:
+            continue
+        seeds = f" ({seeds})" if reach["reached"] < reach["of"] else ""
+        head = (
+            f"{row['arm']} reached {what} ({format_percent(target)}) "
+            f"at {format_iterations(reach['mean'])} iterations{seeds}"
+        )
+        if base_its is None:
+            lines.append(f"{head}; the baseline {baseline} never did.")
+            continue
+        speedup = row["speedup"]
+        if round(speedup, 1) == 1.0:
+            compared = "about as many as"
+        elif speedup > 1:
+            compared = f"{speedup:.1f}x fewer than"
+        else:
+            compared = f"{1 / speedup:.1f}x more than"
+        lines.append(f"{head}, {compared} {baseline} ({format_iterations(base_its)}).")
+    for row in rows:
+        welch = row["welch"]
+        if welch is not None and welch["p_value"] is not None:
+            lines.append(
+                f"Final accuracy of {row['arm']}, {format_percent(row['final_accuracy']['mean'])}"
+                f" vs {format_percent(base['final_accuracy']['mean'])} for {baseline}: "
+                f"{welch['sentence']}."
+            )
+    for row in rows:
+        problems = [
+            f"{row[state]} of {sum(row['trials'].values())} trials {state}"
+            for state in ("diverged", "failed")
+            if row[state]
+        ]
+        if problems:
+            lines.append(f"{row['arm']}: {' and '.join(problems)}.")
+    return lines
+
+
+def _range_test(results: Mapping[str, Any]) -> dict[str, Any] | None:
+    test = results.get("range_test")
+    if test is None:
+        return None
+    fields = ("iteration", "lr", "loss", "smoothed_loss", "accuracy", "eval_loss")
+    return {
+        "points": [{k: _finite(p.get(k)) for k in fields} for p in test.get("points") or ()],
+        "stopped_at": test.get("stopped_at"),
+        "stop_reason": test.get("stop_reason"),
+        "min_lr": _finite(test.get("min_lr")),
+        "max_lr": _finite(test.get("max_lr")),
+        "ramp": test.get("ramp"),
+    }
+
+
+def build_report(results: Mapping[str, Any]) -> dict[str, Any]:
+    """The comparison report of a results document (docs/results-format.md), JSON-ready.
+
+    Raises ValueError naming the field when the document is not one this version reads.
+    """
+    _check(results)
+    arms: Mapping[str, Mapping[str, Any]] = results.get("arms") or {}
+    trials: Sequence[Mapping[str, Any]] = results.get("trials") or ()
+    baseline = baseline_arm(results)
+    spec = results.get("spec") or {}
+    status = results.get("status")
+    base_budget = (arms[baseline].get("iterations") or 0) if baseline else 0
+    budget_iterations = [fraction * base_budget for fraction in BUDGET_FRACTIONS]
+
+    by_arm = {name: [t for t in trials if t["arm"] == name] for name in arms}
+    target = _target(results, by_arm[baseline] if baseline else ())
+    rows = [
+        _arm_row(name, arm, by_arm[name], target["accuracy"], budget_iterations)
+        for name, arm in arms.items()
+    ]
+    base_row = next((r for r in rows if r["arm"] == baseline), None)
+    base_finals = _final_accuracies(by_arm[baseline]) if baseline else []
+    for row in rows:
+        base_its = base_row["iterations_to_target"]["mean"] if base_row else None
+        arm_its = row["iterations_to_target"]["mean"]
+        if base_its is not None and arm_its:
+            row["speedup"] = base_its / arm_its
+        if base_row is not None and row is not base_row:
+            finals = _final_accuracies(by_arm[row["arm"]])
+            row["welch"] = _welch(row["arm"], finals, base_row["arm"], base_finals)
+
+    counts = {state: sum(t["state"] == state for t in trials) for state in TRIAL_STATES}
+    report: dict[str, Any] = {
+        "format": REPORT_FORMAT,
+        "study": {
+            "id": results.get("study_id"),
+            "name": spec.get("name"),
+            "status": status,
+            "error": results.get("error"),
+            "started_at": results.get("started_at"),
+            "finished_at": results.get("finished_at"),
+            "wall_s": _finite(results.get("wall_s")),
+        },
+        "partial": status not in TERMINAL_STATUSES,
+        "trials": {
+            "total": len(trials),
+            "finished": sum(counts[s] for s in FINISHED_STATES),
+            **counts,
+        },
+        "baseline": baseline,
+        "target": {**target, "rule": CROSSING_RULE},
+        "budgets": {
+            "baseline_iterations": base_budget,
+            "fractions": list(BUDGET_FRACTIONS),
+            "iterations": budget_iterations,
+        },
+        "arms": rows,
+        "range_test": _range_test(results),
+        "bounds": dict(results["bounds"]) if results.get("bounds") else None,
+        "iterations_per_epoch": results.get("iterations_per_epoch"),
+    }
+    report["verdicts"] = _verdicts(report, rows, baseline)
+    return report

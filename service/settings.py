@@ -1,0 +1,92 @@
+"""The service's settings: one object read from the environment and `.env`."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from workers.spec import Limits
+
+
+class Settings(BaseSettings):
+    """Every setting; the environment variable is the field name in upper case."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    database_url: str = Field(
+        "sqlite:///./var/clrstudy.db",
+        description="SQLAlchemy URL of the database: a SQLite file, or "
+        "`postgresql://user:password@host/db` for a cluster.",
+    )
+    ray_address: str | None = Field(
+        None,
+        description="Address of an existing Ray cluster (`host:port`); unset: the service "
+        "starts a local Ray head and stops it on shutdown.",
+    )
+    ray_head_port: int = Field(
+        6380,
+        description="GCS port of the local Ray head. Not Ray's default 6379, which Redis "
+        "holds on many machines.",
+    )
+    ray_dashboard_host: str = Field(
+        "127.0.0.1", description="Interface the local Ray head's dashboard listens on."
+    )
+    ray_dashboard_port: int = Field(8265, description="Port of the Ray dashboard and Jobs API.")
+    ray_num_cpus: int | None = Field(
+        None, description="CPUs the local Ray head offers; unset: all of the machine's."
+    )
+    storage_path: str = Field(
+        "./var/ray_results",
+        description="Where Ray Tune keeps trial checkpoints; on a cluster, storage every "
+        "node can reach (a shared file system or `s3://...`).",
+    )
+    data_root: str = Field("./data", description="Directory the data sets are read from.")
+    max_running_studies: int = Field(
+        2, description="Studies running at once; further ones wait in the queue, FIFO."
+    )
+    max_running_studies_per_owner: int = Field(
+        2, description="Studies one owner (API key holder) may have running at once."
+    )
+    max_iterations_per_trial: int = Field(
+        200_000, description="Largest `iterations` a study may ask for per trial."
+    )
+    max_arms: int = Field(20, description="Most arms one study may have.")
+    max_seeds: int = Field(10, description="Most seeds one study may have.")
+    max_body_bytes: int = Field(
+        1024 * 1024, description="Largest request body the API accepts, in bytes."
+    )
+    host: str = Field("127.0.0.1", description="Interface `clrstudy serve` listens on.")
+    port: int = Field(8000, description="Port `clrstudy serve` listens on.")
+    public_url: str | None = Field(
+        None,
+        description="Base URL clients reach the service at (for links); unset: `http://HOST:PORT`.",
+    )
+
+    def limits(self) -> Limits:
+        """The limits a study spec is validated against."""
+        from workers.spec import Limits  # late, so that reading settings never imports workers
+
+        return Limits(
+            max_iterations_per_trial=self.max_iterations_per_trial,
+            max_arms=self.max_arms,
+            max_seeds=self.max_seeds,
+        )
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's settings, read once."""
+    return Settings()
+
+
+def settings_table_markdown() -> str:
+    """The README's table of settings: variable, default, description."""
+    rows = ["| Variable | Default | Description |", "|---|---|---|"]
+    for name, info in Settings.model_fields.items():
+        default = "(unset)" if info.default is None else f"`{info.default}`"
+        rows.append(f"| `{name.upper()}` | {default} | {info.description} |")
+    return "\n".join(rows) + "\n"

@@ -1,0 +1,656 @@
+"""All reads and writes of the service's tables. Every method runs in its own session and
+returns frozen records, never ORM rows."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import secrets
+import uuid
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, Engine, case, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from service.db import session_factory, session_scope
+from service.models import (
+    STUDY_PHASES,
+    STUDY_STATUSES,
+    ApiKey,
+    EvalPoint,
+    Owner,
+    RangeTestPoint,
+    Study,
+    Trial,
+    utcnow,
+)
+from workers import sink
+
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+ALLOWED_TRANSITIONS = {
+    "queued": frozenset({"running", "cancelled", "failed"}),
+    "running": frozenset({"succeeded", "failed", "cancelled"}),
+}
+FINISHED_TRIAL_STATES = ("completed", "diverged", "failed", "cancelled")
+API_KEY_PREFIX = "clr_"
+
+
+class InvalidTransition(ValueError):
+    """A study status change that the lifecycle does not allow."""
+
+
+@dataclass(frozen=True)
+class OwnerRecord:
+    id: int
+    name: str
+    admin: bool
+
+
+@dataclass(frozen=True)
+class ApiKeyRecord:
+    id: int
+    owner: OwnerRecord
+    prefix: str  # the key's first characters, to tell keys apart in listings
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    id: str
+    owner_id: int
+    name: str
+    spec: dict[str, Any]
+    status: str
+    phase: str
+    error: str | None
+    idempotency_key: str | None
+    submission_id: str | None
+    cancel_requested: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    bounds: dict[str, Any] | None
+    resolved_arms: dict[str, Any] | None
+    iterations_per_epoch: int | None
+    range_test_stopped_at: int | None
+    range_test_stop_reason: str | None
+    range_test_node_id: str | None
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    """A trial to create before it runs, so that progress totals are known."""
+
+    trial_id: str
+    arm: str
+    seed: int
+    iterations: int
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    trial_id: str
+    arm: str
+    seed: int
+    state: str
+    error: str | None
+    node_id: str | None
+    iterations: int
+    iterations_done: int
+    wall_s: float | None
+    started_at: datetime | None
+    ended_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a study is; finished trials count their whole budget as done."""
+
+    trials_done: int
+    trials_total: int
+    iterations_done: int
+    iterations_total: int
+    best_accuracy: dict[str, float] = field(default_factory=dict)  # per arm, so far
+
+
+def hash_api_key(key: str) -> str:
+    """The stored form of an API key (see `service.models.ApiKey` for why SHA-256)."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _record(cls: type[Any], row: Any) -> Any:
+    return cls(**{name: getattr(row, name) for name in cls.__dataclass_fields__})
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _insert(session: Session, model: type[Any]) -> sqlite.Insert | postgresql.Insert:
+    """An INSERT that knows `ON CONFLICT` on this session's backend."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(model.__table__)
+
+
+def _check_one_of(field_name: str, value: str, allowed: Iterable[str]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{field_name} {value!r} is not one of {', '.join(allowed)}")
+
+
+class Store:
+    """The service's database, through frozen records."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = session_factory(engine)
+
+    def _session(self) -> AbstractContextManager[Session]:
+        return session_scope(self._sessions)
+
+    # --- owners and API keys -----------------------------------------------------------
+
+    def create_api_key(self, name: str, admin: bool = False) -> tuple[ApiKeyRecord, str]:
+        """A new key for owner `name` (created if new); the plaintext key is returned only here."""
+        key = API_KEY_PREFIX + secrets.token_urlsafe(32)
+        with self._session() as session:
+            owner = session.scalars(select(Owner).where(Owner.name == name)).one_or_none()
+            if owner is None:
+                owner = Owner(name=name, admin=admin)
+                session.add(owner)
+                session.flush()
+            elif owner.admin != admin:
+                raise ValueError(
+                    f"admin {admin} does not match owner {name!r}, which has admin {owner.admin}"
+                )
+            row = ApiKey(owner_id=owner.id, key_hash=hash_api_key(key), prefix=key[:12])
+            session.add(row)
+            session.flush()
+            record = ApiKeyRecord(
+                row.id, _record(OwnerRecord, owner), row.prefix, row.created_at, row.revoked_at
+            )
+        return record, key
+
+    def authenticate(self, key: str) -> OwnerRecord | None:
+        """The owner of an unrevoked key, or None."""
+        with self._session() as session:
+            owner = session.scalars(
+                select(Owner)
+                .join(ApiKey, ApiKey.owner_id == Owner.id)
+                .where(ApiKey.key_hash == hash_api_key(key), ApiKey.revoked_at.is_(None))
+            ).one_or_none()
+            return None if owner is None else _record(OwnerRecord, owner)
+
+    def revoke_api_key(self, key_id: int) -> bool:
+        """Revoke a key; False if there is no such unrevoked key."""
+        with self._session() as session:
+            result = session.execute(
+                update(ApiKey)
+                .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+                .values(revoked_at=utcnow())
+            )
+            return cast(CursorResult[Any], result).rowcount == 1
+
+    # --- studies -----------------------------------------------------------------------
+
+    def create_study(
+        self,
+        owner_id: int,
+        spec: dict[str, Any],
+        name: str,
+        idempotency_key: str | None = None,
+        trials: Sequence[TrialPlan] = (),
+    ) -> tuple[StudyRecord, bool]:
+        """A new queued study and its pending trials, and True; or, when this owner already
+        used `idempotency_key`, that study and False."""
+        if idempotency_key is not None and (found := self._by_key(owner_id, idempotency_key)):
+            return found, False
+        try:
+            with self._session() as session:
+                study = Study(
+                    id=str(uuid.uuid4()),
+                    owner_id=owner_id,
+                    name=name,
+                    spec=spec,
+                    idempotency_key=idempotency_key,
+                )
+                session.add(study)
+                session.flush()
+                self._add_trials(session, study.id, trials)
+                record: StudyRecord = _record(StudyRecord, study)
+        except IntegrityError:
+            # Another request with the same key won the race; the constraint kept one study.
+            if idempotency_key is None or not (found := self._by_key(owner_id, idempotency_key)):
+                raise
+            return found, False
+        return record, True
+
+    def _by_key(self, owner_id: int, idempotency_key: str) -> StudyRecord | None:
+        with self._session() as session:
+            study = session.scalars(
+                select(Study).where(
+                    Study.owner_id == owner_id, Study.idempotency_key == idempotency_key
+                )
+            ).one_or_none()
+            return None if study is None else _record(StudyRecord, study)
+
+    def get_study(self, study_id: str, owner_id: int | None = None) -> StudyRecord | None:
+        """The study, if it exists and belongs to `owner_id` (None: any owner)."""
+        query = select(Study).where(Study.id == study_id)
+        if owner_id is not None:
+            query = query.where(Study.owner_id == owner_id)
+        with self._session() as session:
+            study = session.scalars(query).one_or_none()
+            return None if study is None else _record(StudyRecord, study)
+
+    def list_studies(
+        self,
+        owner_id: int | None = None,
+        status: str | None = None,
+        name: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[StudyRecord], int]:
+        """One page of studies, newest first, and how many match in all.
+
+        `owner_id` None lists every owner's; `name` matches a substring, ignoring case.
+        """
+        query = select(Study)
+        if owner_id is not None:
+            query = query.where(Study.owner_id == owner_id)
+        if status is not None:
+            _check_one_of("status", status, STUDY_STATUSES)
+            query = query.where(Study.status == status)
+        if name:
+            query = query.where(func.lower(Study.name).contains(name.lower(), autoescape=True))
+        with self._session() as session:
+            total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+            page = session.scalars(
+                query.order_by(Study.created_at.desc(), Study.id).limit(limit).offset(offset)
+            )
+            return [_record(StudyRecord, s) for s in page], total
+
+    def queued_studies_fifo(self, limit: int) -> list[StudyRecord]:
+        """The oldest queued studies first."""
+        return self._studies(
+            select(Study)
+            .where(Study.status == "queued")
+            .order_by(Study.created_at, Study.id)
+            .limit(limit)
+        )
+
+    def running_studies(self) -> list[StudyRecord]:
+        return self._studies(
+            select(Study).where(Study.status == "running").order_by(Study.created_at)
+        )
+
+    def _studies(self, query: Any) -> list[StudyRecord]:
+        with self._session() as session:
+            return [_record(StudyRecord, s) for s in session.scalars(query)]
+
+    def count_running(self, owner_id: int | None = None) -> int:
+        """Running studies of one owner (None: of all owners)."""
+        query = select(func.count()).select_from(Study).where(Study.status == "running")
+        if owner_id is not None:
+            query = query.where(Study.owner_id == owner_id)
+        with self._session() as session:
+            return session.scalar(query) or 0
+
+    def transition(
+        self,
+        study_id: str,
+        to: str,
+        *,
+        expected: set[str],
+        error: str | None = None,
+        phase: str | None = None,
+    ) -> bool:
+        """Move a study from one of the `expected` statuses to `to`, atomically.
+
+        Raises `InvalidTransition` if the lifecycle forbids any expected -> to; returns False
+        if the study is not (any more) in an expected status, e.g. another process moved it.
+        """
+        for source in sorted(expected):
+            if to not in ALLOWED_TRANSITIONS.get(source, ()):
+                raise InvalidTransition(f"a study cannot go from {source!r} to {to!r}")
+        values: dict[str, Any] = {"status": to}
+        if to == "running":
+            values["started_at"] = utcnow()
+        if to in TERMINAL_STATUSES:
+            values["finished_at"] = utcnow()
+        if to == "succeeded" and phase is None:
+            phase = "done"
+        if phase is not None:
+            _check_one_of("phase", phase, STUDY_PHASES)
+            values["phase"] = phase
+        if error is not None:
+            values["error"] = error
+        return self._update_study(study_id, values, Study.status.in_(expected))
+
+    def _update_study(self, study_id: str, values: dict[str, Any], *conditions: Any) -> bool:
+        with self._session() as session:
+            result = session.execute(
+                update(Study).where(Study.id == study_id, *conditions).values(**values)
+            )
+            return cast(CursorResult[Any], result).rowcount == 1
+
+    def set_phase(self, study_id: str, phase: str) -> None:
+        _check_one_of("phase", phase, STUDY_PHASES)
+        self._update_study(study_id, {"phase": phase})
+
+    def set_submission_id(self, study_id: str, submission_id: str) -> None:
+        """Remember the Ray job that runs the study."""
+        self._update_study(study_id, {"submission_id": submission_id})
+
+    def request_cancel(self, study_id: str) -> StudyRecord | None:
+        """Cancel a queued study now, or flag a running one for the dispatcher to stop.
+
+        Returns the study afterwards (None if unknown); raises `InvalidTransition` if it has
+        finished already.
+        """
+        while True:
+            if self.transition(study_id, "cancelled", expected={"queued"}):
+                break
+            if self._update_study(study_id, {"cancel_requested": True}, Study.status == "running"):
+                break
+            study = self.get_study(study_id)
+            if study is None:
+                return None
+            if study.status in TERMINAL_STATUSES:
+                raise InvalidTransition(f"study {study_id} has already {study.status}")
+            # Otherwise it moved from queued to running in between: try again.
+        return self.get_study(study_id)
+
+    # --- what a running study reports --------------------------------------------------
+
+    def record_range_test_points(
+        self, study_id: str, points: Sequence[sink.RangeTestPoint]
+    ) -> None:
+        """Store range test points; a point already stored is kept as it is."""
+        if not points:
+            return
+        rows = [
+            {
+                "study_id": study_id,
+                "iteration": p.iteration,
+                "lr": p.lr,
+                "loss": _finite(p.loss),
+                "smoothed_loss": _finite(p.smoothed_loss),
+                "accuracy": p.accuracy,
+                "eval_loss": _finite(p.eval_loss),
+            }
+            for p in points
+        ]
+        with self._session() as session:
+            insert = _insert(session, RangeTestPoint)
+            session.execute(insert.on_conflict_do_nothing(), rows)
+
+    def record_range_test_end(
+        self, study_id: str, stopped_at: int, stop_reason: str, node_id: str | None = None
+    ) -> None:
+        self._update_study(
+            study_id,
+            {
+                "range_test_stopped_at": stopped_at,
+                "range_test_stop_reason": stop_reason,
+                "range_test_node_id": node_id,
+            },
+        )
+
+    def record_bounds(
+        self,
+        study_id: str,
+        bounds: dict[str, Any] | None,
+        resolved_arms: dict[str, Any],
+        iterations_per_epoch: int | None = None,
+    ) -> None:
+        """The range test's bounds and every arm's resolved parameters."""
+        values: dict[str, Any] = {"bounds": bounds, "resolved_arms": resolved_arms}
+        if iterations_per_epoch is not None:
+            values["iterations_per_epoch"] = iterations_per_epoch
+        self._update_study(study_id, values)
+
+    def create_trials(self, study_id: str, trials: Sequence[TrialPlan]) -> None:
+        """Create pending trials; trials that exist already are left as they are."""
+        with self._session() as session:
+            self._add_trials(session, study_id, trials)
+
+    @staticmethod
+    def _add_trials(session: Session, study_id: str, trials: Sequence[TrialPlan]) -> None:
+        if trials:
+            rows = [{"study_id": study_id, "state": "pending", **asdict(t)} for t in trials]
+            session.execute(_insert(session, Trial).on_conflict_do_nothing(), rows)
+
+    def upsert_trial_started(
+        self,
+        study_id: str,
+        trial_id: str,
+        arm: str,
+        seed: int,
+        iterations: int,
+        node_id: str | None = None,
+    ) -> None:
+        """Mark a trial running, creating it if needed; a resumed trial keeps its start time."""
+        now = utcnow()
+        with self._session() as session:
+            insert = _insert(session, Trial).values(
+                study_id=study_id,
+                trial_id=trial_id,
+                arm=arm,
+                seed=seed,
+                iterations=iterations,
+                iterations_done=0,
+                state="running",
+                node_id=node_id,
+                started_at=now,
+            )
+            table = Trial.__table__.c
+            session.execute(
+                insert.on_conflict_do_update(
+                    index_elements=[table.study_id, table.trial_id],
+                    set_={
+                        "state": "running",
+                        "iterations": iterations,
+                        "node_id": node_id,
+                        "started_at": func.coalesce(table.started_at, insert.excluded.started_at),
+                    },
+                )
+            )
+
+    def _trial_pk(self, session: Session, study_id: str, trial_id: str) -> int:
+        pk = session.scalar(
+            select(Trial.id).where(Trial.study_id == study_id, Trial.trial_id == trial_id)
+        )
+        if pk is None:
+            raise ValueError(f"trial_id {trial_id!r} is not a trial of study {study_id}")
+        return pk
+
+    def record_eval_points(
+        self, study_id: str, trial_id: str, points: Sequence[sink.EvalPoint]
+    ) -> None:
+        """Store a batch of evaluation points in one statement; points already stored (a
+        resumed trial reporting again) are kept as they are."""
+        if not points:
+            return
+        with self._session() as session:
+            pk = self._trial_pk(session, study_id, trial_id)
+            rows = [
+                {
+                    "trial_pk": pk,
+                    "iteration": p.iteration,
+                    "epoch": p.epoch,
+                    "lr": p.lr,
+                    "train_loss": _finite(p.train_loss),
+                    "accuracy": p.accuracy,
+                    "loss": _finite(p.loss),
+                    "elapsed_s": p.elapsed_s,
+                }
+                for p in points
+            ]
+            session.execute(_insert(session, EvalPoint).on_conflict_do_nothing(), rows)
+            latest = max(p.iteration for p in points)
+            session.execute(
+                update(Trial)
+                .where(Trial.id == pk, Trial.iterations_done < latest)
+                .values(iterations_done=latest)
+            )
+
+    def record_trial_end(
+        self,
+        study_id: str,
+        trial_id: str,
+        state: str,
+        iterations_done: int,
+        wall_s: float,
+        error: str | None = None,
+        node_id: str | None = None,
+    ) -> None:
+        _check_one_of("state", state, FINISHED_TRIAL_STATES)
+        values: dict[str, Any] = {
+            "state": state,
+            "iterations_done": iterations_done,
+            "wall_s": wall_s,
+            "error": error,
+            "ended_at": utcnow(),
+        }
+        if node_id is not None:
+            values["node_id"] = node_id
+        with self._session() as session:
+            pk = self._trial_pk(session, study_id, trial_id)
+            session.execute(update(Trial).where(Trial.id == pk).values(**values))
+
+    # --- reading results ---------------------------------------------------------------
+
+    def trials(self, study_id: str) -> list[TrialRecord]:
+        """The study's trials in the order they were created."""
+        with self._session() as session:
+            rows = session.scalars(
+                select(Trial).where(Trial.study_id == study_id).order_by(Trial.id)
+            )
+            return [_record(TrialRecord, t) for t in rows]
+
+    def progress(self, study_id: str) -> Progress:
+        finished = Trial.state.in_(FINISHED_TRIAL_STATES)
+        with self._session() as session:
+            done, total, iterations_done, iterations_total = session.execute(
+                select(
+                    func.count().filter(finished),
+                    func.count(),
+                    func.sum(case((finished, Trial.iterations), else_=Trial.iterations_done)),
+                    func.sum(Trial.iterations),
+                ).where(Trial.study_id == study_id)
+            ).one()
+            best = session.execute(
+                select(Trial.arm, func.max(EvalPoint.accuracy))
+                .join(EvalPoint, EvalPoint.trial_pk == Trial.id)
+                .where(Trial.study_id == study_id)
+                .group_by(Trial.arm)
+            ).all()
+        return Progress(
+            trials_done=done,
+            trials_total=total,
+            iterations_done=iterations_done or 0,
+            iterations_total=iterations_total or 0,
+            best_accuracy={arm: accuracy for arm, accuracy in best},
+        )
+
+    def results(self, study_id: str) -> dict[str, Any] | None:
+        """The study's results document (docs/results-format.md), or None if unknown."""
+        with self._session() as session:
+            study = session.get(Study, study_id)
+            if study is None:
+                return None
+            range_points = session.scalars(
+                select(RangeTestPoint)
+                .where(RangeTestPoint.study_id == study_id)
+                .order_by(RangeTestPoint.iteration)
+            ).all()
+            trials = session.scalars(
+                select(Trial).where(Trial.study_id == study_id).order_by(Trial.id)
+            ).all()
+            points: dict[int, list[dict[str, Any]]] = {t.id: [] for t in trials}
+            for p in session.scalars(
+                select(EvalPoint)
+                .join(Trial, EvalPoint.trial_pk == Trial.id)
+                .where(Trial.study_id == study_id)
+                .order_by(EvalPoint.trial_pk, EvalPoint.iteration)
+            ):
+                points[p.trial_pk].append(
+                    {
+                        "iteration": p.iteration,
+                        "epoch": p.epoch,
+                        "lr": p.lr,
+                        "train_loss": p.train_loss,
+                        "accuracy": p.accuracy,
+                        "loss": p.loss,
+                        "elapsed_s": p.elapsed_s,
+                    }
+                )
+        wall_s = None
+        if study.started_at and study.finished_at:
+            wall_s = (study.finished_at - study.started_at).total_seconds()
+        return {
+            "format": 1,
+            "study_id": study.id,
+            "status": study.status,
+            "error": study.error,
+            "spec": study.spec,
+            "started_at": _iso(study.started_at),
+            "finished_at": _iso(study.finished_at),
+            "wall_s": wall_s,
+            "iterations_per_epoch": study.iterations_per_epoch,
+            "range_test": _range_test_section(study, range_points),
+            "bounds": study.bounds,
+            "arms": study.resolved_arms or {},
+            "trials": [
+                {
+                    "trial_id": t.trial_id,
+                    "arm": t.arm,
+                    "seed": t.seed,
+                    "state": t.state,
+                    "error": t.error,
+                    "node_id": t.node_id,
+                    "iterations": t.iterations,
+                    "iterations_done": t.iterations_done,
+                    "wall_s": t.wall_s,
+                    "points": points[t.id],
+                }
+                for t in trials
+            ],
+        }
+
+
+def _range_test_section(study: Study, points: Sequence[RangeTestPoint]) -> dict[str, Any] | None:
+    if not points and study.range_test_stop_reason is None:
+        return None
+    # The sweep's settings come from the spec as submitted.
+    settings = study.spec.get("range_test") or {}
+    return {
+        "points": [
+            {
+                "iteration": p.iteration,
+                "lr": p.lr,
+                "loss": p.loss,
+                "smoothed_loss": p.smoothed_loss,
+                "accuracy": p.accuracy,
+                "eval_loss": p.eval_loss,
+            }
+            for p in points
+        ],
+        "stopped_at": study.range_test_stopped_at,
+        "stop_reason": study.range_test_stop_reason,
+        "min_lr": settings.get("min_lr"),
+        "max_lr": settings.get("max_lr"),
+        "ramp": settings.get("ramp"),
+        "node_id": study.range_test_node_id,
+    }

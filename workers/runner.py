@@ -1,0 +1,520 @@
+"""Runs a whole study on Ray Tune: the range test trial, then every arm with every seed.
+
+Results leave through the caller's `ResultSink`, as they happen: a Tune callback in the
+driver turns each trial's reports into sink events. Trials report plain dicts; arm trials
+checkpoint plain dicts every few evaluations, so a trial whose process dies resumes from
+its last checkpoint and reports the same curve (points already sent are not sent again).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from clr.bounds import Bounds, UnusableRangeTest, suggest_bounds
+from clr.policies import get_policy
+from clr.range_test import RangeTestResult
+from workers.datasets import Dataset, load_dataset
+from workers.sink import (
+    RANGE_TEST_TRIAL_ID,
+    ArmsResolved,
+    BoundsFound,
+    EvalPoint,
+    EvaluationPoints,
+    PlannedTrial,
+    RangeTestEnded,
+    RangeTestPoint,
+    RangeTestPoints,
+    ResultSink,
+    StudyPlanned,
+    TrialEnded,
+    TrialStarted,
+)
+from workers.spec import Limits, StudySpec
+from workers.trials import (
+    ArmPlan,
+    RangeTestPlan,
+    TrialSetup,
+    arm_lr_schedule,
+    build_engine,
+    run_arm,
+    run_range_test,
+)
+
+CHECKPOINT_EVERY = 4  # evaluations between checkpoints of an arm trial
+CHECKPOINT_FILE = "trial.pt"
+# Tune's default loggers (CSV, TensorBoard, JSON) would copy every report, our nested point
+# lists included, into files nobody reads: the sink is the record.
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+
+class StudyFailed(RuntimeError):
+    """The study cannot go on (e.g. the range test gave no usable bounds)."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Where and how a study runs; none of it changes its results."""
+
+    storage_path: str  # Tune's checkpoints; on a cluster, storage every node reaches
+    ray_address: str | None = None  # None: the Ray this process started, or a local one
+    data_root: str | None = None
+    experiment: str = "study"  # folder name under storage_path
+    limits: Limits = field(default_factory=Limits)
+    # Test hook: trial_id -> iteration at which that trial's process exits once, abruptly.
+    fail_once_at: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StudyOutcome:
+    status: str  # "succeeded" | "cancelled" | "failed"
+    error: str | None = None
+    bounds: Bounds | None = None
+
+
+# --------------------------------------------------------------------------------------
+# Ray
+def ensure_ray(address: str | None, num_cpus: int | None = None) -> None:
+    """Connect to `address`, or start a local Ray when this process has none.
+
+    `address="local"` is explicit on purpose: a bare `ray.init()` silently joins whatever
+    cluster `RAY_ADDRESS` or a running local head points to.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            log_to_driver=False,
+            _node_ip_address="127.0.0.1",
+        )
+
+
+def _node_id() -> str | None:
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+
+
+# --------------------------------------------------------------------------------------
+# trainables (run in Ray worker processes)
+def _trial_threads(cpus: float) -> None:
+    # torch threads = the cores the trial holds, so trials never oversubscribe the machine.
+    torch.set_num_threads(max(1, int(cpus)))
+
+
+def _setup(config: Mapping[str, Any]) -> TrialSetup:
+    return TrialSetup(**config["setup"])
+
+
+def range_test_trainable(config: dict[str, Any], data: Dataset) -> None:
+    from ray import tune
+
+    _trial_threads(config["cpus"])
+    plan = RangeTestPlan(**config["plan"])
+    engine = build_engine(_setup(config), data, plan.min_lr)
+    node = _node_id()
+    for progress in run_range_test(engine, plan):
+        metrics: dict[str, Any] = {
+            "trial_id": RANGE_TEST_TRIAL_ID,
+            "node_id": node,
+            "range_points": [asdict(p) for p in progress.points],
+        }
+        if progress.result is not None:
+            metrics["range_result"] = progress.result.to_dict()
+        tune.report(metrics)
+
+
+def arm_trainable(config: dict[str, Any], data: Dataset) -> None:
+    from ray import tune
+
+    _trial_threads(config["cpus"])
+    setup = _setup(config)
+    plan = ArmPlan(**config["plan"])
+    engine = build_engine(setup, data, arm_lr_schedule(plan)(0))
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            engine.load_state_dict(torch.load(Path(folder) / CHECKPOINT_FILE, weights_only=False))
+    fail_at = config.get("fail_once_at")
+    node = _node_id()
+    for evaluations, progress in enumerate(run_arm(engine, plan), start=1):
+        metrics: dict[str, Any] = {
+            "trial_id": setup.trial_id,
+            "node_id": node,
+            "points": [] if progress.point is None else [asdict(progress.point)],
+            "state": progress.state,
+            "iterations_done": progress.iteration,
+            "wall_s": engine.elapsed_s,
+        }
+        if progress.state is None and evaluations % CHECKPOINT_EVERY == 0:
+            with tempfile.TemporaryDirectory() as folder:
+                torch.save(engine.state_dict(), Path(folder) / CHECKPOINT_FILE)
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        else:
+            tune.report(metrics)
+        if fail_at is not None and engine.iteration >= fail_at["iteration"]:
+            marker = Path(fail_at["marker"])
+            if not marker.exists():
+                marker.touch()
+                os._exit(1)  # the abrupt death of a worker process, as a crash would be
+
+
+# --------------------------------------------------------------------------------------
+# driver side: reports -> sink events
+class _SinkCallback:
+    """Turns trial reports into sink events; built lazily as a `tune.Callback` subclass."""
+
+    def __init__(self, sink: ResultSink, planned: Mapping[str, PlannedTrial]) -> None:
+        self.sink = sink
+        self.planned = planned
+        self.last_iteration: dict[str, int] = {}
+        self.node: dict[str, str | None] = {}
+        self.ended: set[str] = set()
+        self.range_result: dict[str, Any] | None = None
+        self.range_node: str | None = None
+
+    def result(self, result: Mapping[str, Any]) -> None:
+        trial_id = result.get("trial_id")
+        if trial_id == RANGE_TEST_TRIAL_ID:
+            self._range_result(result)
+        elif trial_id in self.planned:
+            self._arm_result(trial_id, result)
+
+    def _range_result(self, result: Mapping[str, Any]) -> None:
+        last = self.last_iteration.get(RANGE_TEST_TRIAL_ID, -1)
+        points = [RangeTestPoint(**p) for p in result["range_points"] if p["iteration"] > last]
+        if points:
+            self.last_iteration[RANGE_TEST_TRIAL_ID] = points[-1].iteration
+            self.sink.emit(RangeTestPoints(tuple(points)))
+        self.range_node = result.get("node_id")
+        if "range_result" in result:
+            self.range_result = result["range_result"]
+
+    def _arm_result(self, trial_id: str, result: Mapping[str, Any]) -> None:
+        planned = self.planned[trial_id]
+        node = result.get("node_id")
+        if trial_id not in self.node or self.node[trial_id] != node:
+            self.node[trial_id] = node
+            self.sink.emit(
+                TrialStarted(trial_id, planned.arm, planned.seed, planned.iterations, node)
+            )
+        last = self.last_iteration.get(trial_id, -1)
+        points = [EvalPoint(**p) for p in result["points"] if p["iteration"] > last]
+        if points:
+            self.last_iteration[trial_id] = points[-1].iteration
+            self.sink.emit(EvaluationPoints(trial_id, tuple(points)))
+        state = result.get("state")
+        if state and trial_id not in self.ended:
+            self.ended.add(trial_id)
+            self.sink.emit(
+                TrialEnded(
+                    trial_id,
+                    state,
+                    iterations_done=result["iterations_done"],
+                    wall_s=result["wall_s"],
+                    node_id=node,
+                )
+            )
+
+    def error(self, trial_id: str | None, message: str) -> None:
+        if trial_id is None or trial_id in self.ended:
+            return
+        self.ended.add(trial_id)
+        if trial_id == RANGE_TEST_TRIAL_ID:
+            return
+        self.sink.emit(
+            TrialEnded(
+                trial_id,
+                "failed",
+                iterations_done=max(0, self.last_iteration.get(trial_id, 0)),
+                wall_s=0.0,
+                error=message,
+                node_id=self.node.get(trial_id),
+            )
+        )
+
+
+def _tune_callback(forward: _SinkCallback) -> Any:
+    from ray import tune
+
+    class SinkCallback(tune.Callback):
+        def on_trial_result(
+            self, iteration: int, trials: Any, trial: Any, result: dict[str, Any], **info: Any
+        ) -> None:
+            forward.result(result)
+
+        def on_trial_error(self, iteration: int, trials: Any, trial: Any, **info: Any) -> None:
+            error = trial.get_error()
+            message = f"{type(error).__name__}: {error}" if error else "trial failed"
+            forward.error(trial.config.get("trial", {}).get("trial_id"), message[-4000:])
+
+    return SinkCallback()
+
+
+def _cancel_stopper(cancel: threading.Event) -> Any:
+    from ray import tune
+
+    class CancelStopper(tune.Stopper):
+        def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+            return cancel.is_set()
+
+        def stop_all(self) -> bool:
+            return cancel.is_set()
+
+    return CancelStopper()
+
+
+def _fit(
+    trainable: Callable[..., None],
+    trials: list[dict[str, Any]],
+    *,
+    data: Dataset,
+    spec: StudySpec,
+    options: RunOptions,
+    name: str,
+    forward: _SinkCallback,
+    cancel: threading.Event,
+) -> None:
+    from ray import tune
+
+    resources = spec.resources_per_trial
+    tuner = tune.Tuner(
+        tune.with_resources(
+            tune.with_parameters(trainable, data=data),
+            {"cpu": resources.cpu, "gpu": resources.gpu},
+        ),
+        param_space={"trial": tune.grid_search(trials)},
+        tune_config=tune.TuneConfig(reuse_actors=True),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=str(Path(options.storage_path).resolve()),
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            callbacks=[_tune_callback(forward)],
+            stop=_cancel_stopper(cancel),
+            verbose=0,
+        ),
+    )
+    tuner.fit()
+
+
+def _flatten(trainable: Callable[[dict[str, Any], Dataset], None]) -> Callable[..., None]:
+    """Tune passes {"trial": {...}}; trainables read the inner dict."""
+
+    def run(config: dict[str, Any], data: Dataset) -> None:
+        trainable(config["trial"], data)
+
+    run.__name__ = trainable.__name__
+    return run
+
+
+# --------------------------------------------------------------------------------------
+# planning
+def _resolve_arms(
+    spec: StudySpec, iterations_per_epoch: int, budget: int, bounds: Bounds | None
+) -> dict[str, dict[str, Any]]:
+    """Arms as they will train: "auto" from the bounds, epochs in iterations."""
+    arms: dict[str, dict[str, Any]] = {}
+    for arm in spec.arms:
+        params: dict[str, Any] = {}
+        auto: list[str] = []
+        iterations = arm.iterations or budget
+        for key, value in arm.policy.params.items():
+            if value == "auto":
+                assert bounds is not None
+                # A fixed/step/exp arm's "auto" lr is the lower bound: the paper's Table 1
+                # pairs a fixed LR of 0.001 with CLR bounds of 0.001-0.006.
+                params[key] = bounds.max_lr if key == "max_lr" else bounds.base_lr
+                auto.append(key)
+            elif isinstance(value, Mapping) and "epochs" in value:
+                params[key] = max(1, round(float(value["epochs"]) * iterations_per_epoch))
+            else:
+                params[key] = value
+        for param in get_policy(arm.policy.name).params:
+            if param.source == "budget" and param.name not in params:
+                params[param.name] = iterations
+        arms[arm.name] = {
+            "optimizer": {"name": arm.optimizer.name, "options": dict(arm.optimizer.options)},
+            "policy": {"name": arm.policy.name, "params": params},
+            "auto": auto,
+            "iterations": iterations,
+            "cycle_momentum": arm.cycle_momentum,
+        }
+    return arms
+
+
+def trial_id(arm: str, seed: int) -> str:
+    return f"{arm}-s{seed}"
+
+
+def _setup_dict(
+    spec: StudySpec, trial: str, seed: int, optimizer: Mapping[str, Any]
+) -> dict[str, Any]:
+    device = "cuda" if spec.resources_per_trial.gpu > 0 else "cpu"
+    return asdict(
+        TrialSetup(
+            trial_id=trial,
+            seed=seed,
+            model={"name": spec.model.name, "options": dict(spec.model.options)},
+            optimizer={"name": optimizer["name"], "options": dict(optimizer["options"])},
+            batch_size=spec.batch_size,
+            device=device,
+            bf16=spec.bf16,
+        )
+    )
+
+
+# --------------------------------------------------------------------------------------
+# the study
+def run_study(
+    spec: StudySpec,
+    sink: ResultSink,
+    options: RunOptions,
+    *,
+    cancel: threading.Event | None = None,
+) -> StudyOutcome:
+    """Run `spec` to the end (or until `cancel` is set); every result goes to `sink`."""
+    cancel = cancel or threading.Event()
+    ensure_ray(options.ray_address)
+    data = load_dataset(
+        spec.dataset.name, spec.dataset.options, seed=0, data_root=options.data_root
+    )
+    per_epoch = data.iterations_per_epoch(spec.batch_size)
+    budget = spec.check_budget(per_epoch, options.limits)
+    arms_budget = {arm.name: arm.iterations or budget for arm in spec.arms}
+    planned = {
+        trial_id(arm.name, seed): PlannedTrial(
+            trial_id(arm.name, seed), arm.name, seed, arms_budget[arm.name]
+        )
+        for arm in spec.arms
+        for seed in spec.seeds
+    }
+    sink.emit(StudyPlanned(per_epoch, tuple(planned.values())))
+    forward = _SinkCallback(sink, planned)
+    started = time.monotonic()
+
+    bounds = None
+    if spec.range_test is not None:
+        bounds = _range_test(spec, data, per_epoch, options, forward, cancel, sink)
+        if cancel.is_set():
+            return StudyOutcome("cancelled")
+        if bounds is None:
+            raise StudyFailed("the range test trial failed; see its log in the Ray dashboard")
+
+    arms = _resolve_arms(spec, per_epoch, budget, bounds)
+    sink.emit(ArmsResolved(arms))
+    trials = []
+    for trial in planned.values():
+        arm = arms[trial.arm]
+        config: dict[str, Any] = {
+            "trial_id": trial.trial_id,
+            "cpus": spec.resources_per_trial.cpu,
+            "setup": _setup_dict(spec, trial.trial_id, trial.seed, arm["optimizer"]),
+            "plan": asdict(
+                ArmPlan(
+                    policy=arm["policy"],
+                    iterations=arm["iterations"],
+                    eval_every=spec.eval_every,
+                    cycle_momentum=arm["cycle_momentum"],
+                )
+            ),
+        }
+        if trial.trial_id in options.fail_once_at:
+            marker = Path(options.storage_path) / f"{options.experiment}-{trial.trial_id}.failed"
+            config["fail_once_at"] = {
+                "iteration": options.fail_once_at[trial.trial_id],
+                "marker": str(marker.resolve()),
+            }
+        trials.append(config)
+    _fit(
+        _flatten(arm_trainable),
+        trials,
+        data=data,
+        spec=spec,
+        options=options,
+        name=f"{options.experiment}-trials",
+        forward=forward,
+        cancel=cancel,
+    )
+    # Trials the stopper ended (or never started) were cancelled.
+    for trial in planned.values():
+        if trial.trial_id not in forward.ended:
+            forward.ended.add(trial.trial_id)
+            sink.emit(
+                TrialEnded(
+                    trial.trial_id,
+                    "cancelled",
+                    iterations_done=max(0, forward.last_iteration.get(trial.trial_id, 0)),
+                    wall_s=time.monotonic() - started,
+                    node_id=forward.node.get(trial.trial_id),
+                )
+            )
+    if cancel.is_set():
+        return StudyOutcome("cancelled", bounds=bounds)
+    return StudyOutcome("succeeded", bounds=bounds)
+
+
+def _range_test(
+    spec: StudySpec,
+    data: Dataset,
+    per_epoch: int,
+    options: RunOptions,
+    forward: _SinkCallback,
+    cancel: threading.Event,
+    sink: ResultSink,
+) -> Bounds | None:
+    test = spec.range_test
+    assert test is not None
+    iterations = test.iterations or max(2, round((test.epochs or 1) * per_epoch))
+    eval_every = test.eval_every or max(1, iterations // 30)
+    config = {
+        "trial_id": RANGE_TEST_TRIAL_ID,
+        "cpus": spec.resources_per_trial.cpu,
+        "setup": _setup_dict(spec, RANGE_TEST_TRIAL_ID, 0, test.optimizer.model_dump()),
+        "plan": asdict(
+            RangeTestPlan(
+                min_lr=test.min_lr,
+                max_lr=test.max_lr,
+                iterations=iterations,
+                ramp=test.ramp,
+                eval_every=eval_every,
+                stop_factor=test.stop_factor,
+            )
+        ),
+    }
+    _fit(
+        _flatten(range_test_trainable),
+        [config],
+        data=data,
+        spec=spec,
+        options=options,
+        name=f"{options.experiment}-range-test",
+        forward=forward,
+        cancel=cancel,
+    )
+    if forward.range_result is None:
+        return None
+    result = RangeTestResult.from_dict(forward.range_result)
+    sink.emit(RangeTestEnded(result.stopped_at, result.stop_reason, forward.range_node))
+    try:
+        bounds = suggest_bounds(result)
+    except UnusableRangeTest as error:
+        raise StudyFailed(f"the range test gave no usable bounds: {error}") from error
+    sink.emit(BoundsFound(bounds.base_lr, bounds.max_lr, bounds.method, bounds.reason))
+    return bounds

@@ -1,0 +1,603 @@
+"""The study spec: what a study trains and compares, checked before anything runs.
+
+A `StudySpec` comes from a YAML or JSON file (`load_spec`), a dict or a REST body. Names are
+checked against the registries of data sets, models, optimizers and policies, budgets against
+`Limits`. Shorthands are normalised so a stored spec reads one way: `dataset: digits` and
+`{name: digits}` both become `{"name": "digits", "options": {}}`, `seeds: 3` becomes
+`[0, 1, 2]`, and an omitted baseline becomes the first arm's name.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from clr.params import Param, check_params
+from clr.policies import POLICIES, make_schedule
+from workers.datasets import DATASETS
+from workers.models import MODELS
+from workers.optimizers import OPTIMIZERS
+
+AUTO = "auto"
+# Iteration counts a policy may instead take in epochs, as {epochs: k}; the runner converts
+# them once the data set's size is known.
+EPOCH_PARAMS = frozenset({"step_size", "step_size_down"})
+# numpy's seeding accepts 0 .. 2**32 - 1.
+MAX_SEED = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one study may ask for; the service sets these from its settings."""
+
+    max_iterations_per_trial: int = 200_000
+    max_arms: int = 20
+    max_seeds: int = 10
+    max_eval_points: int = 5_000  # evaluations per trial: iterations / eval_every
+
+
+def _limits(info: ValidationInfo) -> Limits:
+    context = info.context
+    limits = context.get("limits") if isinstance(context, Mapping) else None
+    return limits if isinstance(limits, Limits) else Limits()
+
+
+class SpecError(ValueError):
+    """An invalid spec; `str(e)` lists the problems, one a line, as "field.path: message"."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+    @classmethod
+    def from_validation_error(cls, error: ValidationError, source: str = "") -> SpecError:
+        """Readable lines from pydantic's errors, each prefixed with `source` when given."""
+        prefix = f"{source}: " if source else ""
+        return cls([prefix + line for e in error.errors() for line in _describe(e)])
+
+
+def _describe(error: Any) -> list[str]:
+    path = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"])
+    path = path.removeprefix(".")
+    if error["type"] == "value_error":
+        # Our own messages: they carry the value, and cross-field ones name their fields.
+        messages = str(error["ctx"]["error"]).splitlines()
+    elif error["type"] == "missing":
+        messages = ["is required"]
+    else:
+        got = repr(error["input"])
+        got = got if len(got) <= 80 else got[:77] + "..."
+        messages = [f"{error['msg']}, got {got}"]
+    return [f"{path}: {m}" if path else m for m in messages]
+
+
+# ---- named components: data set, model, optimizer ------------------------------------------
+
+
+def _named_form(key: str) -> Callable[[Any], Any]:
+    """Normaliser of `name`, `{name, **values}` and `{name, key: values}` to the last form."""
+
+    def normalise(value: Any) -> Any:
+        if isinstance(value, str):
+            return {"name": value, key: {}}
+        if isinstance(value, BaseModel):
+            return value
+        if not isinstance(value, Mapping) or "name" not in value:
+            raise ValueError(f"expected a name or a mapping with a 'name' key, got {value!r}")
+        rest = {k: v for k, v in value.items() if k != "name"}
+        if set(rest) == {key} and isinstance(rest[key], Mapping):
+            return dict(value)
+        return {"name": value["name"], key: rest}
+
+    return normalise
+
+
+class Component(BaseModel):
+    """A registry entry by name with its options: a data set, a model or an optimizer."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    name: str = Field(description="name in the registry (see the catalog)")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="the entry's declared options; omitted ones default"
+    )
+
+
+def _registered(kind: str, registry: Mapping[str, Any]) -> Callable[[Component], Component]:
+    """Check of a component's name and options against `registry`."""
+
+    def check(component: Component) -> Component:
+        entry = registry.get(component.name)
+        if entry is None:
+            raise ValueError(
+                f"unknown {kind} {component.name!r}; known: {', '.join(registry)}"
+            )
+        checked = check_params("options", entry.params, component.options)
+        # Keep only what was given: defaults stay the registry's, and a dump re-validates.
+        options = {k: v for k, v in checked.items() if k in component.options}
+        return Component(name=component.name, options=options)
+
+    return check
+
+
+_COMPONENT_FORM = BeforeValidator(_named_form("options"), json_schema_input_type=str | Component)
+DatasetRef = Annotated[Component, _COMPONENT_FORM, AfterValidator(_registered("data set", DATASETS))]
+ModelRef = Annotated[Component, _COMPONENT_FORM, AfterValidator(_registered("model", MODELS))]
+OptimizerRef = Annotated[
+    Component, _COMPONENT_FORM, AfterValidator(_registered("optimizer", OPTIMIZERS))
+]
+
+
+# ---- LR policy -------------------------------------------------------------------------------
+
+
+class PolicySpec(BaseModel):
+    """An LR policy by name with its parameters; bounds may be "auto", step sizes in epochs."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    name: str = Field(description="policy name: " + ", ".join(POLICIES))
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "the policy's parameters. lr, base_lr and max_lr may be 'auto' (from the range "
+            "test); step_size may be {epochs: k}; total_iterations defaults to the trial's budget"
+        ),
+    )
+
+    def has_auto(self) -> bool:
+        """Whether some bound is to come from the range test."""
+        return any(_is_auto(v) for v in self.params.values())
+
+
+def _is_auto(value: Any) -> bool:
+    return isinstance(value, str) and value == AUTO
+
+
+def _epochs(key: str, value: Any) -> dict[str, float]:
+    epochs = value.get("epochs") if set(value) == {"epochs"} else None
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, float)):
+        epochs = None
+    if epochs is None or not math.isfinite(epochs) or epochs <= 0:
+        raise ValueError(
+            f"params.{key} must be iterations (a whole number) or {{epochs: k}} with a "
+            f"number k > 0, got {value!r}"
+        )
+    return {"epochs": float(epochs)}
+
+
+def _check_policy(policy: PolicySpec) -> PolicySpec:
+    entry = POLICIES.get(policy.name)
+    if entry is None:
+        raise ValueError(f"unknown policy {policy.name!r}; known: {', '.join(POLICIES)}")
+    declared: dict[str, Param] = {p.name: p for p in entry.params}
+    bounds = [p.name for p in entry.params if p.source == "bounds"]
+    deferred: dict[str, Any] = {}  # values the runner resolves: "auto" and epoch counts
+    plain: dict[str, Any] = {}
+    for key, value in policy.params.items():
+        param = declared.get(key)
+        if param is not None and _is_auto(value):
+            if param.source != "bounds":
+                allowed = ", ".join(bounds) or "none of its parameters"
+                raise ValueError(
+                    f"params.{key} may not be 'auto': only bounds come from the range test "
+                    f"({policy.name}: {allowed})"
+                )
+            deferred[key] = AUTO
+        elif param is not None and key in EPOCH_PARAMS and isinstance(value, Mapping):
+            deferred[key] = _epochs(key, value)
+        elif not (value is None and param is not None and param.default is None):
+            plain[key] = value  # a None for a None default means that default
+    checked = check_params("params", entry.params, plain, allow_missing=True)
+    for p in entry.params:
+        if p.required and p.name not in policy.params and p.source != "budget":
+            hint = " (a number, or 'auto' to take it from the range test)" if p.source else ""
+            raise ValueError(f"params.{p.name} is required by {policy.name}{hint}")
+    params = {k: deferred.get(k, checked.get(k)) for k in declared if k in policy.params}
+    if not deferred and all(p.name in params for p in entry.params if p.required):
+        # Everything is concrete: check ranges (base_lr <= max_lr, 0 < gamma <= 1...) now,
+        # not after a range test and hours of training.
+        try:
+            make_schedule(policy.name, params)
+        except ValueError as e:
+            raise ValueError(f"params.{e}") from None
+    return PolicySpec(name=policy.name, params=params)
+
+
+PolicyRef = Annotated[
+    PolicySpec,
+    BeforeValidator(_named_form("params"), json_schema_input_type=str | PolicySpec),
+    AfterValidator(_check_policy),
+]
+
+
+# ---- the study -------------------------------------------------------------------------------
+
+class Resources(BaseModel):
+    """What one trial holds on a Ray node; fractions let small trials share a device."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    cpu: float = Field(1.0, gt=0, description="CPU cores per trial (fractions allowed)")
+    gpu: float = Field(0.0, ge=0, description="GPUs per trial (fractions below 1 allowed)")
+
+    @field_validator("gpu")
+    @classmethod
+    def _whole_above_one(cls, gpu: float) -> float:
+        # Ray schedules fractions of one GPU only.
+        if gpu > 1 and gpu != int(gpu):
+            raise ValueError(f"gpu above 1 must be a whole number, got {gpu!r}")
+        return gpu
+
+
+class RangeTestSpec(BaseModel):
+    """The LR range test: raise the LR from min_lr to max_lr and watch accuracy and loss."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    min_lr: float = Field(1e-4, gt=0, description="LR at the first iteration")
+    max_lr: float = Field(1.0, gt=0, description="LR at the last iteration (> min_lr)")
+    iterations: int | None = Field(None, ge=2, description="length of the test (or epochs)")
+    epochs: float | None = Field(
+        None, gt=0, description="length in epochs (or iterations); default 4 epochs"
+    )
+    ramp: Literal["linear", "exponential"] = Field(
+        "linear", description="linear (the paper's) or exponential (same time per decade)"
+    )
+    optimizer: OptimizerRef = Field(
+        default_factory=lambda: Component(name="sgd", options={"momentum": 0.9}),
+        description="optimizer of the test; 'auto' bounds go only to arms using the same one",
+    )
+    eval_every: int | None = Field(
+        None, ge=1, description="iterations between accuracy evaluations; default: the runner's"
+    )
+    stop_factor: float = Field(
+        4.0, gt=1, description="stop once the smoothed loss exceeds this times its minimum"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> RangeTestSpec:
+        if self.max_lr <= self.min_lr:
+            raise ValueError(f"max_lr ({self.max_lr!r}) must be above min_lr ({self.min_lr!r})")
+        if self.iterations is not None and self.epochs is not None:
+            raise ValueError(
+                f"give iterations ({self.iterations}) or epochs ({self.epochs:g}), not both"
+            )
+        if self.iterations is None and self.epochs is None:
+            self.epochs = 4.0  # "a few epochs" (Smith 2017, section 3.3)
+        return self
+
+    def check_budget(self, iterations_per_epoch: int, limits: Limits | None = None) -> int:
+        """The test's length in iterations, checked against `limits`."""
+        return _resolve_budget(
+            "range_test.", self.iterations, self.epochs, self.eval_every, iterations_per_epoch,
+            limits or Limits(), minimum=2,
+        )
+
+
+class ArmSpec(BaseModel):
+    """One training recipe: an optimizer and an LR policy."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="unique within the study: 1-64 of A-Z a-z 0-9 _ . -",
+    )
+    optimizer: OptimizerRef = Field(description="optimizer name or {name, **options}")
+    policy: PolicyRef = Field(description="policy name or {name, **params}")
+    cycle_momentum: bool = Field(
+        False, description="cycle momentum inversely to the LR (cyclic policies)"
+    )
+    iterations: int | None = Field(
+        None, ge=1, description="this arm's budget per trial; default: the study's"
+    )
+
+
+class StudySpec(BaseModel):
+    """A study: one data set and model, several arms, each trained with several seeds."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "digits: triangular vs fixed",
+                    "dataset": "digits",
+                    "model": {"name": "mlp", "hidden": "128"},
+                    "batch_size": 64,
+                    "iterations": 600,
+                    "eval_every": 25,
+                    "seeds": 3,
+                    "range_test": {"min_lr": 0.001, "max_lr": 2.0, "iterations": 300},
+                    "arms": [
+                        {
+                            "name": "fixed",
+                            "optimizer": {"name": "sgd", "momentum": 0.9},
+                            "policy": {"name": "fixed", "lr": "auto"},
+                        },
+                        {
+                            "name": "triangular",
+                            "optimizer": {"name": "sgd", "momentum": 0.9},
+                            "policy": {
+                                "name": "triangular",
+                                "base_lr": "auto",
+                                "max_lr": "auto",
+                                "step_size": {"epochs": 2},
+                            },
+                        },
+                    ],
+                }
+            ]
+        },
+    )
+
+    name: str = Field(min_length=1, max_length=100, description="a title for people")
+    dataset: DatasetRef = Field(description="data set name or {name, **options}")
+    model: ModelRef = Field(description="model name or {name, **options}")
+    batch_size: int = Field(ge=1, le=65536, description="examples per iteration")
+    iterations: int | None = Field(
+        None, ge=1, description="budget per trial in iterations (give this or epochs)"
+    )
+    epochs: float | None = Field(
+        None, gt=0, description="budget per trial in epochs (give this or iterations)"
+    )
+    eval_every: int = Field(50, ge=1, description="iterations between evaluations")
+    seeds: list[int] = Field(
+        default_factory=lambda: [0, 1, 2],
+        description="a count n (seeds 0..n-1) or a list of distinct seeds >= 0",
+    )
+    range_test: RangeTestSpec | None = Field(
+        None, description="the LR range test; required when an arm has an 'auto' bound"
+    )
+    arms: list[ArmSpec] = Field(min_length=1, description="the recipes compared")
+    baseline: str | None = Field(
+        None, description="the arm the others are compared with; default: the first"
+    )
+    target_accuracy: float | Literal["auto"] = Field(
+        AUTO,
+        description="accuracy in (0, 1] whose first crossing counts; 'auto': the baseline's "
+        "final mean accuracy",
+    )
+    resources_per_trial: Resources = Field(default_factory=Resources)
+    max_failures: int = Field(2, ge=0, description="retries of a failed trial (from checkpoint)")
+    bf16: bool = Field(False, description="train in bfloat16 autocast where the device has it")
+
+    @field_validator("name")
+    @classmethod
+    def _printable(cls, name: str) -> str:
+        if not name.isprintable():
+            raise ValueError(f"must be printable (no newlines or control characters), got {name!r}")
+        return name
+
+    @field_validator("seeds", mode="before", json_schema_input_type=int | list[int])
+    @classmethod
+    def _seed_count(cls, seeds: Any) -> Any:
+        if isinstance(seeds, int) and not isinstance(seeds, bool):
+            if seeds < 1:
+                raise ValueError(f"a seed count must be at least 1, got {seeds}")
+            return list(range(seeds))
+        return seeds
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int], info: ValidationInfo) -> list[int]:
+        limit = _limits(info).max_seeds
+        if not 1 <= len(seeds) <= limit:
+            raise ValueError(f"give 1 to {limit} seeds, got {len(seeds)}: {seeds}")
+        bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
+        if bad:
+            raise ValueError(f"seeds must be in 0..{MAX_SEED}, got {bad[0]}")
+        repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+        if repeated:
+            raise ValueError(f"seeds must be distinct, got {repeated[0]} more than once")
+        return seeds
+
+    @field_validator("arms")
+    @classmethod
+    def _distinct_arms(cls, arms: list[ArmSpec], info: ValidationInfo) -> list[ArmSpec]:
+        limit = _limits(info).max_arms
+        if len(arms) > limit:
+            raise ValueError(f"at most {limit} arms, got {len(arms)}")
+        names = [arm.name for arm in arms]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise ValueError(
+                    f"arm names must be unique: {name!r} is arms[{names.index(name)}] and "
+                    f"arms[{i}]"
+                )
+        return arms
+
+    @field_validator("target_accuracy", mode="before")
+    @classmethod
+    def _accuracy(cls, value: Any) -> Any:
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not (_is_auto(value) or (number and math.isfinite(value) and 0 < value <= 1)):
+            raise ValueError(f"must be a number in (0, 1] or 'auto', got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_study(self, info: ValidationInfo) -> StudySpec:
+        """Rules across fields; every problem found is reported, one a line."""
+        limits = _limits(info)
+        problems: list[str] = []
+        if (self.iterations is None) == (self.epochs is None):
+            problems.append(
+                "give the budget per trial as iterations or as epochs, exactly one; got "
+                f"iterations={self.iterations!r}, epochs={self.epochs!r}"
+            )
+        budgets = [("", self.iterations, self.eval_every)]
+        budgets += [(f"arms[{i}].", a.iterations, self.eval_every) for i, a in enumerate(self.arms)]
+        if self.range_test is not None:
+            rt = self.range_test
+            budgets.append(("range_test.", rt.iterations, rt.eval_every))
+        for prefix, iterations, eval_every in budgets:
+            if iterations is not None:
+                problems += _budget_problems(prefix, iterations, eval_every, limits)
+        names = [arm.name for arm in self.arms]
+        if self.baseline is None:
+            self.baseline = names[0]
+        elif self.baseline not in names:
+            problems.append(
+                f"baseline {self.baseline!r} is not an arm; arms: {', '.join(names)}"
+            )
+        problems += self._auto_problems()
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def _auto_problems(self) -> list[str]:
+        problems = []
+        for i, arm in enumerate(self.arms):
+            for key, value in arm.policy.params.items():
+                where = f"arms[{i}].policy.params.{key} is 'auto'"
+                if not _is_auto(value):
+                    continue
+                if self.range_test is None:
+                    problems.append(f"{where} but the study has no range_test")
+                elif arm.optimizer.name != self.range_test.optimizer.name:
+                    # Bounds found with one optimizer don't carry to another (Adam's LRs
+                    # are about ten times smaller than SGD's).
+                    problems.append(
+                        f"{where} but the range test uses {self.range_test.optimizer.name!r} "
+                        f"and the arm {arm.optimizer.name!r}; give the bounds or use "
+                        f"{self.range_test.optimizer.name!r}"
+                    )
+        return problems
+
+    def auto_arms(self) -> list[str]:
+        """Names of the arms taking some bound from the range test."""
+        return [arm.name for arm in self.arms if arm.policy.has_auto()]
+
+    @property
+    def needs_range_test(self) -> bool:
+        """Whether the range test must run: some arm takes its bounds from it."""
+        return bool(self.auto_arms())
+
+    def check_budget(self, iterations_per_epoch: int, limits: Limits | None = None) -> int:
+        """The study's iterations per trial (an arm's own `iterations` wins for that arm).
+
+        An epoch budget is checked against `limits` here, once the data set's size is known.
+        """
+        return _resolve_budget(
+            "", self.iterations, self.epochs, self.eval_every, iterations_per_epoch,
+            limits or Limits(),
+        )
+
+
+# ---- budgets ---------------------------------------------------------------------------------
+
+
+def _budget_problems(
+    prefix: str, iterations: int, eval_every: int | None, limits: Limits
+) -> list[str]:
+    """Why a budget of `iterations` at `prefix` breaks `limits` (empty when it doesn't)."""
+    problems = []
+    if iterations > limits.max_iterations_per_trial:
+        problems.append(
+            f"{prefix}iterations is {iterations}, above the limit of "
+            f"{limits.max_iterations_per_trial} per trial"
+        )
+    if eval_every is not None and math.ceil(iterations / eval_every) > limits.max_eval_points:
+        floor = math.ceil(iterations / limits.max_eval_points)
+        problems.append(
+            f"{prefix}eval_every {eval_every} gives {math.ceil(iterations / eval_every)} "
+            f"evaluations in {iterations} iterations, above the limit of "
+            f"{limits.max_eval_points} per trial; use eval_every >= {floor}"
+        )
+    return problems
+
+
+def _resolve_budget(
+    prefix: str,
+    iterations: int | None,
+    epochs: float | None,
+    eval_every: int | None,
+    iterations_per_epoch: int,
+    limits: Limits,
+    minimum: int = 1,
+) -> int:
+    if isinstance(iterations_per_epoch, bool) or iterations_per_epoch < 1:
+        raise ValueError(f"iterations_per_epoch must be >= 1, got {iterations_per_epoch!r}")
+    if iterations is None:
+        assert epochs is not None  # the validators leave exactly one of the two
+        iterations = max(minimum, round(epochs * iterations_per_epoch))
+        detail = f" ({prefix}epochs {epochs:g} x {iterations_per_epoch} iterations per epoch)"
+    else:
+        detail = ""
+    problems = _budget_problems(prefix, iterations, eval_every, limits)
+    if problems:
+        raise SpecError([p + detail for p in problems])
+    return iterations
+
+
+# ---- files -----------------------------------------------------------------------------------
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """SafeLoader that reads 1e-3 (no dot) as a float, as YAML 1.2 and JSON do.
+
+    PyYAML follows YAML 1.1 and would read it as the string "1e-3", which a learning rate
+    must not be.
+    """
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.?[0-9_]*|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def load_spec(path: str | Path, limits: Limits | None = None) -> StudySpec:
+    """Read and validate a study spec from a .yaml/.yml or .json file.
+
+    Raises SpecError, whose lines start with the path, for any problem.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".yaml", ".yml", ".json"):
+        raise SpecError([f"{path}: unknown file type {suffix!r}; use .yaml, .yml or .json"])
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpecError([f"{path}: cannot read the file: {e}"]) from e
+    try:
+        data = json.loads(text) if suffix == ".json" else yaml.load(text, Loader=_YamlLoader)
+    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        kind = "JSON" if suffix == ".json" else "YAML"
+        raise SpecError([f"{path}: not valid {kind}: {e}"]) from e
+    return parse_spec(data, limits, source=str(path))
+
+
+def parse_spec(data: Any, limits: Limits | None = None, source: str = "") -> StudySpec:
+    """Validate a spec given as a mapping (parsed YAML/JSON, a dict); raise SpecError.
+
+    `source` (a file name) starts every line of the error when given.
+    """
+    prefix = f"{source}: " if source else ""
+    if not isinstance(data, Mapping):
+        raise SpecError([f"{prefix}expected a mapping of fields, got {type(data).__name__}"])
+    try:
+        return StudySpec.model_validate(data, context={"limits": limits or Limits()})
+    except ValidationError as e:
+        raise SpecError.from_validation_error(e, source) from None

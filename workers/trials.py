@@ -1,0 +1,237 @@
+"""What one trial does, without Ray: build its engine, then run a range test or an arm.
+
+The Ray Tune trainables in `workers.runner` wrap these loops; tests and benchmarks call
+them directly. Both loops are generators that yield after every evaluation, so the caller
+decides what to report and when to checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from clr.policies import make_schedule
+from clr.range_test import LossMonitor, RangeTestResult, lr_ramp
+from workers.datasets import Dataset
+from workers.engine import Engine, Evaluation
+from workers.models import build_model
+from workers.optimizers import build_optimizer
+from workers.sink import EvalPoint, RangeTestPoint
+
+# Momentum cycling (Smith's later recommendation): momentum moves inversely to the LR,
+# from MAX_MOMENTUM at the lowest LR to BASE_MOMENTUM at the highest.
+BASE_MOMENTUM = 0.85
+MAX_MOMENTUM = 0.95
+
+
+@dataclass(frozen=True)
+class TrialSetup:
+    """Everything that defines one trial's model and optimizer (plain, picklable data)."""
+
+    trial_id: str
+    seed: int
+    model: Mapping[str, Any]  # {"name", "options"}
+    optimizer: Mapping[str, Any]  # {"name", "options"}
+    batch_size: int
+    device: str = "cpu"
+    bf16: bool = False
+
+
+@dataclass(frozen=True)
+class ArmPlan:
+    """An arm trial's resolved schedule and budget."""
+
+    policy: Mapping[str, Any]  # {"name", "params"}: concrete values only
+    iterations: int
+    eval_every: int
+    cycle_momentum: bool = False
+
+
+@dataclass(frozen=True)
+class RangeTestPlan:
+    min_lr: float
+    max_lr: float
+    iterations: int
+    ramp: str = "linear"
+    eval_every: int = 10
+    smoothing: float = 0.05
+    stop_factor: float = 4.0
+
+
+@dataclass
+class ArmProgress:
+    """What an arm loop yields after each evaluation."""
+
+    point: EvalPoint | None  # None when the run diverged: its weights are not finite
+    state: str | None = None  # None while running; "completed" or "diverged" at the end
+    iteration: int = 0
+
+
+@dataclass
+class RangeTestProgress:
+    points: list[RangeTestPoint] = field(default_factory=list)
+    result: RangeTestResult | None = None  # set on the last yield
+
+
+def build_engine(setup: TrialSetup, data: Dataset, first_lr: float) -> Engine:
+    """Seeded model and optimizer on the trial's device: same seed, same initial weights."""
+    torch.manual_seed(setup.seed)
+    model = build_model(
+        setup.model["name"],
+        setup.model.get("options", {}),
+        input_shape=data.input_shape,
+        num_classes=data.num_classes,
+    )
+    optimizer = build_optimizer(
+        setup.optimizer["name"],
+        setup.optimizer.get("options", {}),
+        model.parameters(),
+        lr=first_lr,
+    )
+    return Engine(
+        model,
+        optimizer,
+        data,
+        batch_size=setup.batch_size,
+        seed=setup.seed,
+        device=setup.device,
+        bf16=setup.bf16,
+    )
+
+
+def momentum_schedule(
+    lr_at: Callable[[int], float], low_lr: float, high_lr: float
+) -> Callable[[int], float]:
+    """Momentum moving inversely to the LR between MAX_MOMENTUM and BASE_MOMENTUM."""
+    span = high_lr - low_lr
+
+    def momentum_at(iteration: int) -> float:
+        if span <= 0:
+            return MAX_MOMENTUM
+        share = (lr_at(iteration) - low_lr) / span
+        return MAX_MOMENTUM - (MAX_MOMENTUM - BASE_MOMENTUM) * min(1.0, max(0.0, share))
+
+    return momentum_at
+
+
+def arm_lr_schedule(plan: ArmPlan) -> Callable[[int], float]:
+    return make_schedule(plan.policy["name"], plan.policy["params"])
+
+
+def run_arm(engine: Engine, plan: ArmPlan) -> Iterator[ArmProgress]:
+    """Train to `plan.iterations`, yielding every `eval_every` iterations and at the end.
+
+    A fresh engine first yields the untrained model's evaluation (iteration 0), so every
+    curve starts at its origin. A non-finite training loss ends the run as "diverged";
+    it is checked at evaluations only, so the loop never waits on the device per step.
+    """
+    lr_at = arm_lr_schedule(plan)
+    momentum_at = None
+    if plan.cycle_momentum:
+        params = plan.policy["params"]
+        low = params.get("base_lr", params.get("lr"))
+        high = params.get("max_lr", low)
+        momentum_at = momentum_schedule(lr_at, float(low), float(high))
+    if engine.iteration == 0:
+        evaluation = engine.evaluate()
+        yield ArmProgress(_point(engine, lr_at(0), None, evaluation))
+    loss_sum = torch.zeros((), dtype=torch.float64, device=engine.device)
+    steps = 0
+    while engine.iteration < plan.iterations:
+        it = engine.iteration
+        lr = lr_at(it)
+        loss_sum += engine.step(lr, momentum_at(it) if momentum_at else None)
+        steps += 1
+        if engine.iteration % plan.eval_every and engine.iteration != plan.iterations:
+            continue
+        train_loss = (loss_sum / steps).item()
+        if not math.isfinite(train_loss):
+            yield ArmProgress(None, state="diverged", iteration=engine.iteration)
+            return
+        evaluation = engine.evaluate()
+        done = engine.iteration >= plan.iterations
+        yield ArmProgress(
+            _point(engine, lr, train_loss, evaluation),
+            state="completed" if done else None,
+            iteration=engine.iteration,
+        )
+        loss_sum.zero_()
+        steps = 0
+
+
+def _point(
+    engine: Engine, lr: float, train_loss: float | None, evaluation: Evaluation
+) -> EvalPoint:
+    return EvalPoint(
+        iteration=engine.iteration,
+        epoch=engine.epoch,
+        lr=lr,
+        train_loss=train_loss,
+        accuracy=evaluation.accuracy,
+        loss=evaluation.loss,
+        elapsed_s=engine.elapsed_s,
+    )
+
+
+def run_range_test(engine: Engine, plan: RangeTestPlan) -> Iterator[RangeTestProgress]:
+    """The LR range test inside the shared loop; yields its points after each evaluation.
+
+    The last yield carries the `clr.RangeTestResult` that `clr.suggest_bounds` reads.
+    """
+    monitor = LossMonitor(smoothing=plan.smoothing, stop_factor=plan.stop_factor)
+    lrs: list[float] = []
+    losses: list[float] = []
+    smoothed: list[float] = []
+    eval_its: list[int] = []
+    eval_lrs: list[float] = []
+    accuracies: list[float] = []
+    eval_losses: list[float] = []
+    batch: list[RangeTestPoint] = []
+    stop_reason = "completed"
+    for it in range(plan.iterations):
+        lr = lr_ramp(it, plan.min_lr, plan.max_lr, plan.iterations, plan.ramp)
+        # The stop rule reads every iteration's loss, so this loop syncs per step.
+        loss = engine.step(lr).item()
+        smooth = monitor.update(loss)
+        lrs.append(lr)
+        losses.append(loss)
+        smoothed.append(smooth)
+        reason = monitor.stop_reason
+        last = reason is not None or it == plan.iterations - 1
+        accuracy = eval_loss = None
+        if reason is None and ((it + 1) % plan.eval_every == 0 or last):
+            evaluation = engine.evaluate()
+            accuracy, eval_loss = evaluation.accuracy, evaluation.loss
+            eval_its.append(it)
+            eval_lrs.append(lr)
+            accuracies.append(accuracy)
+            eval_losses.append(eval_loss)
+        batch.append(RangeTestPoint(it, lr, loss, smooth, accuracy, eval_loss))
+        if reason is not None:
+            stop_reason = reason
+        if accuracy is None and not last:
+            continue
+        if last:
+            result = RangeTestResult(
+                min_lr=plan.min_lr,
+                max_lr=plan.max_lr,
+                ramp=plan.ramp,
+                iterations=plan.iterations,
+                lrs=tuple(lrs),
+                losses=tuple(losses),
+                smoothed_losses=tuple(smoothed),
+                eval_iterations=tuple(eval_its),
+                eval_lrs=tuple(eval_lrs),
+                accuracies=tuple(accuracies),
+                eval_losses=tuple(eval_losses),
+                stopped_at=it + 1,
+                stop_reason=stop_reason,
+            )
+            yield RangeTestProgress(batch, result)
+            return
+        yield RangeTestProgress(batch)
+        batch = []
