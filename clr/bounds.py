@@ -29,7 +29,7 @@ from clr.range_test import RangeTestResult
 BASE_FRACTION = 0.10  # share of the total rise (or drop) above the start that is a clear rise
 STALL_FRACTION = 0.90  # share of the total accuracy rise at which the rise has stalled
 RAGGED_FRACTION = 0.10  # a fall back by this share of the rise ends the useful range
-NOISE_MULTIPLE = 4.0  # a rise (drop) must exceed this many times the curve's noise
+NOISE_MULTIPLE = 5.0  # a rise (drop) must exceed this many times the curve's noise
 MIN_ACCURACY_RISE = 0.02  # accuracy fraction; below this the curve is flat whatever its noise
 MIN_LOSS_DROP = 0.05  # share of the starting loss; below this the loss is flat
 MIN_EVALUATIONS = 5
@@ -65,22 +65,21 @@ class _Reading:
 
 
 def _moving(values: np.ndarray, half: int, reduce: Any) -> np.ndarray:
-    # Centred window of up to 2 * half + 1 points, narrowed near the ends so that it stays
-    # centred: a one-sided window would drag the starting level towards the rise after it.
+    # Centred window of 2 * half + 1 points, truncated at the ends (narrowing it instead
+    # would leave the end points as noisy as the raw values).
     n = len(values)
-    spans = [min(half, i, n - 1 - i) for i in range(n)]
-    return np.array(
-        [reduce(values[i - h : i + h + 1]) for i, h in zip(range(n), spans, strict=True)]
-    )
+    return np.array([reduce(values[max(0, i - half) : i + half + 1]) for i in range(n)])
 
 
 def _smooth(values: np.ndarray, half: int) -> np.ndarray:
     return _moving(_moving(values, half, np.median), half, np.mean)
 
 
-def _noise(raw: np.ndarray, smooth: np.ndarray) -> float:
-    # Median absolute deviation, scaled to a standard deviation for Gaussian noise.
-    return float(1.4826 * np.median(np.abs(raw - smooth)))
+def _noise(raw: np.ndarray) -> float:
+    """Standard deviation of the point-to-point noise, robustly, ignoring linear trends."""
+    # Second differences of independent noise have 6x its variance; the median absolute
+    # deviation (x 1.4826 for Gaussian noise) ignores the few points where the curve bends.
+    return float(1.4826 * np.median(np.abs(np.diff(raw, 2))) / math.sqrt(6))
 
 
 class _Scale:
@@ -136,16 +135,20 @@ def _accuracy_reading(result: RangeTestResult, scale: _Scale) -> _Reading:
     raw = np.array([acc for _, acc in points])
     positions = scale.to_position(lrs)
     curve = _smooth(raw, 1)
-    start = float(curve[0])
+    # The first evaluation (after one iteration) is the untrained level, free of training
+    # noise; the smoothed curve's first point would already lean towards the rise after it.
+    start = float(raw[0])
     peak_index = int(np.argmax(curve))
     rise = float(curve[peak_index]) - start
-    noise = _noise(raw, curve)
-    if rise < max(MIN_ACCURACY_RISE, NOISE_MULTIPLE * noise):
+    noise = _noise(raw)
+    # Flatness is judged on the smoothed curve alone: one raw start point may sit in the noise.
+    lowest = float(np.min(curve[: peak_index + 1]))
+    if rise <= 0 or curve[peak_index] - lowest < max(MIN_ACCURACY_RISE, NOISE_MULTIPLE * noise):
         return _Reading(
             None,
             None,
-            f"held-out accuracy stayed flat ({start:.0%} to at most {curve[peak_index]:.0%},"
-            f" noise {noise:.1%}) across lr {lrs[0]:.3g}-{lrs[-1]:.3g}",
+            f"held-out accuracy stayed flat (smoothed {lowest:.0%} to {curve[peak_index]:.0%},"
+            f" starting at {start:.0%}, noise {noise:.1%}) across lr {lrs[0]:.3g}-{lrs[-1]:.3g}",
         )
     base_level = start + BASE_FRACTION * rise
     base_index, base_position = _crossing(positions, curve, base_level)
@@ -153,7 +156,7 @@ def _accuracy_reading(result: RangeTestResult, scale: _Scale) -> _Reading:
     max_index, max_position = _crossing(positions, curve, stall_level)
     how = f"reached {stall_level:.0%} ({STALL_FRACTION:.0%} of the rise)"
     running_max = np.maximum.accumulate(curve)
-    fallen = curve < running_max - RAGGED_FRACTION * rise
+    fallen = curve < running_max - max(RAGGED_FRACTION * rise, 2 * noise)
     fell = np.nonzero(fallen[base_index + 1 : max_index + 1])[0]
     if len(fell):
         fell_index = base_index + 1 + int(fell[0])
@@ -210,10 +213,12 @@ def _loss_reading(result: RangeTestResult, scale: _Scale) -> _Reading:
     half = max(2, count // 40)
     # Work on the improvement (minus the loss) so one crossing helper serves both curves.
     curve = -_smooth(raw, half)
-    start = float(curve[0])
+    # One minibatch loss is noisy: the starting level is the median of the first window.
+    start = -float(np.median(raw[: 2 * half + 1]))
     best_index = int(np.argmax(curve))
     drop = float(curve[best_index]) - start
-    noise = _noise(raw, -curve)
+    # The smoothed curve's noise: the raw noise through a window's median (1.25x a mean's).
+    noise = 1.25 * _noise(raw) / math.sqrt(2 * half + 1)
     if drop < max(NOISE_MULTIPLE * noise, MIN_LOSS_DROP * abs(start)):
         return _Reading(
             None,

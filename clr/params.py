@@ -82,7 +82,11 @@ def check_value(owner: str, param: Param, value: Any) -> Any:
 
 
 def check_params(
-    owner: str, declared: tuple[Param, ...], given: Mapping[str, Any], *, allow_missing: bool = False
+    owner: str,
+    declared: tuple[Param, ...],
+    given: Mapping[str, Any],
+    *,
+    allow_missing: bool = False,
 ) -> dict[str, Any]:
     """Check `given` against `declared`; return it complete with defaults.
 

@@ -359,9 +359,7 @@ POLICIES: Mapping[str, Policy] = MappingProxyType(
                     _MAX_LR,
                     _TOTAL,
                     Param("pct_start", "float", default=0.3, help="share of the warm-up, [0, 1]"),
-                    Param(
-                        "div_factor", "float", default=25.0, help="initial lr = max_lr / this"
-                    ),
+                    Param("div_factor", "float", default=25.0, help="initial lr = max_lr / this"),
                     Param(
                         "final_div_factor",
                         "float",

@@ -165,7 +165,10 @@ def _batches_forever(train_data: Iterable[Batch]) -> Iterator[Batch]:
             empty = False
             yield batch
         if empty:
-            raise ValueError("train_data must yield at least one (x, y) batch, it yielded none")
+            raise ValueError(
+                "train_data must yield (x, y) batches on every pass over it; a pass yielded"
+                " none (a generator is used up after one pass: pass a list or a DataLoader)"
+            )
 
 
 def _val_batches(val_data: Batch | Iterable[Batch]) -> Iterable[Batch]:

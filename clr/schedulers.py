@@ -23,9 +23,6 @@ from torch.optim.lr_scheduler import (
 
 from clr.policies import check_policy_params, get_policy, make_schedule
 
-# Policies whose torch scheduler cycles momentum itself.
-_TORCH_MOMENTUM = frozenset({"triangular", "triangular2", "exp_range", "one_cycle"})
-
 
 class PolicyLR(LRScheduler):
     """Sets the lr to a registry policy's closed form at each iteration.
@@ -159,6 +156,7 @@ def build_scheduler(
             **momentum_kwargs,
         )
     if cycle_momentum:
+        # torch's StepLR, ExponentialLR and CosineAnnealingLR cannot cycle momentum.
         return PolicyLR(optimizer, name, checked, momentum=(base_momentum, max_momentum))
     if name == "step":
         _start_at(optimizer, checked["lr"])

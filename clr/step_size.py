@@ -68,9 +68,7 @@ def choose_step_size(
         ),
         default=None,
     )
-    above = min(
-        max(-(-budget // (2 * s)), min_cycles) * 2 * s for s in range(lowest, highest + 1)
-    )
+    above = min(max(-(-budget // (2 * s)), min_cycles) * 2 * s for s in range(lowest, highest + 1))
     nearest = f"{below} or {above}" if below is not None else f"{above} (the smallest)"
     reason = "is too small" if below is None else "fits no allowed step size"
     raise ValueError(

@@ -9,7 +9,7 @@ import secrets
 import uuid
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import Any, cast
 
@@ -39,6 +39,13 @@ ALLOWED_TRANSITIONS = {
 }
 FINISHED_TRIAL_STATES = ("completed", "diverged", "failed", "cancelled")
 API_KEY_PREFIX = "clr_"
+EVAL_POINT_FIELDS = tuple(f.name for f in fields(sink.EvalPoint))
+RANGE_POINT_FIELDS = tuple(f.name for f in fields(sink.RangeTestPoint))
+LOSS_FIELDS = frozenset({"train_loss", "loss", "smoothed_loss", "eval_loss"})
+RESULT_TRIAL_FIELDS = (
+    "trial_id", "arm", "seed", "state", "error", "node_id", "iterations", "iterations_done",
+    "wall_s",
+)  # fmt: skip
 
 
 class InvalidTransition(ValueError):
@@ -85,16 +92,6 @@ class StudyRecord:
 
 
 @dataclass(frozen=True)
-class TrialPlan:
-    """A trial to create before it runs, so that progress totals are known."""
-
-    trial_id: str
-    arm: str
-    seed: int
-    iterations: int
-
-
-@dataclass(frozen=True)
 class TrialRecord:
     trial_id: str
     arm: str
@@ -125,12 +122,21 @@ def hash_api_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def _columns(row: Any, names: Iterable[str]) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in names}
+
+
 def _record(cls: type[Any], row: Any) -> Any:
-    return cls(**{name: getattr(row, name) for name in cls.__dataclass_fields__})
+    return cls(**_columns(row, cls.__dataclass_fields__))
 
 
-def _finite(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
+def _point_row(point: sink.EvalPoint | sink.RangeTestPoint, **keys: Any) -> dict[str, Any]:
+    """A point's columns; a NaN or infinite loss becomes NULL."""
+    row = asdict(point)
+    for name in LOSS_FIELDS & row.keys():
+        if row[name] is not None and not math.isfinite(row[name]):
+            row[name] = None
+    return {**row, **keys}
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -209,10 +215,9 @@ class Store:
         spec: dict[str, Any],
         name: str,
         idempotency_key: str | None = None,
-        trials: Sequence[TrialPlan] = (),
     ) -> tuple[StudyRecord, bool]:
-        """A new queued study and its pending trials, and True; or, when this owner already
-        used `idempotency_key`, that study and False."""
+        """A new queued study and True; or, when this owner already used `idempotency_key`,
+        that study and False."""
         if idempotency_key is not None and (found := self._by_key(owner_id, idempotency_key)):
             return found, False
         try:
@@ -226,7 +231,6 @@ class Store:
                 )
                 session.add(study)
                 session.flush()
-                self._add_trials(session, study.id, trials)
                 record: StudyRecord = _record(StudyRecord, study)
         except IntegrityError:
             # Another request with the same key won the race; the constraint kept one study.
@@ -379,18 +383,7 @@ class Store:
         """Store range test points; a point already stored is kept as it is."""
         if not points:
             return
-        rows = [
-            {
-                "study_id": study_id,
-                "iteration": p.iteration,
-                "lr": p.lr,
-                "loss": _finite(p.loss),
-                "smoothed_loss": _finite(p.smoothed_loss),
-                "accuracy": p.accuracy,
-                "eval_loss": _finite(p.eval_loss),
-            }
-            for p in points
-        ]
+        rows = [_point_row(p, study_id=study_id) for p in points]
         with self._session() as session:
             insert = _insert(session, RangeTestPoint)
             session.execute(insert.on_conflict_do_nothing(), rows)
@@ -407,29 +400,28 @@ class Store:
             },
         )
 
-    def record_bounds(
-        self,
-        study_id: str,
-        bounds: dict[str, Any] | None,
-        resolved_arms: dict[str, Any],
-        iterations_per_epoch: int | None = None,
+    def record_plan(
+        self, study_id: str, iterations_per_epoch: int, trials: Sequence[sink.PlannedTrial]
     ) -> None:
-        """The range test's bounds and every arm's resolved parameters."""
-        values: dict[str, Any] = {"bounds": bounds, "resolved_arms": resolved_arms}
-        if iterations_per_epoch is not None:
-            values["iterations_per_epoch"] = iterations_per_epoch
-        self._update_study(study_id, values)
-
-    def create_trials(self, study_id: str, trials: Sequence[TrialPlan]) -> None:
-        """Create pending trials; trials that exist already are left as they are."""
+        """Create the study's trials, pending, so that progress totals are known; trials that
+        exist already (the driver started again) are left as they are."""
+        rows = [{"study_id": study_id, "state": "pending", **asdict(t)} for t in trials]
         with self._session() as session:
-            self._add_trials(session, study_id, trials)
+            session.execute(
+                update(Study)
+                .where(Study.id == study_id)
+                .values(iterations_per_epoch=iterations_per_epoch)
+            )
+            if rows:
+                session.execute(_insert(session, Trial).on_conflict_do_nothing(), rows)
 
-    @staticmethod
-    def _add_trials(session: Session, study_id: str, trials: Sequence[TrialPlan]) -> None:
-        if trials:
-            rows = [{"study_id": study_id, "state": "pending", **asdict(t)} for t in trials]
-            session.execute(_insert(session, Trial).on_conflict_do_nothing(), rows)
+    def record_bounds(self, study_id: str, bounds: dict[str, Any]) -> None:
+        """The bounds the range test suggested: base_lr, max_lr, method, reason."""
+        self._update_study(study_id, {"bounds": bounds})
+
+    def record_arms(self, study_id: str, arms: dict[str, Any]) -> None:
+        """Every arm as it trains, "auto" resolved (results.json's "arms")."""
+        self._update_study(study_id, {"resolved_arms": arms})
 
     def upsert_trial_started(
         self,
@@ -484,19 +476,7 @@ class Store:
             return
         with self._session() as session:
             pk = self._trial_pk(session, study_id, trial_id)
-            rows = [
-                {
-                    "trial_pk": pk,
-                    "iteration": p.iteration,
-                    "epoch": p.epoch,
-                    "lr": p.lr,
-                    "train_loss": _finite(p.train_loss),
-                    "accuracy": p.accuracy,
-                    "loss": _finite(p.loss),
-                    "elapsed_s": p.elapsed_s,
-                }
-                for p in points
-            ]
+            rows = [_point_row(p, trial_pk=pk) for p in points]
             session.execute(_insert(session, EvalPoint).on_conflict_do_nothing(), rows)
             latest = max(p.iteration for p in points)
             session.execute(
@@ -585,17 +565,7 @@ class Store:
                 .where(Trial.study_id == study_id)
                 .order_by(EvalPoint.trial_pk, EvalPoint.iteration)
             ):
-                points[p.trial_pk].append(
-                    {
-                        "iteration": p.iteration,
-                        "epoch": p.epoch,
-                        "lr": p.lr,
-                        "train_loss": p.train_loss,
-                        "accuracy": p.accuracy,
-                        "loss": p.loss,
-                        "elapsed_s": p.elapsed_s,
-                    }
-                )
+                points[p.trial_pk].append(_columns(p, EVAL_POINT_FIELDS))
         wall_s = None
         if study.started_at and study.finished_at:
             wall_s = (study.finished_at - study.started_at).total_seconds()
@@ -613,19 +583,7 @@ class Store:
             "bounds": study.bounds,
             "arms": study.resolved_arms or {},
             "trials": [
-                {
-                    "trial_id": t.trial_id,
-                    "arm": t.arm,
-                    "seed": t.seed,
-                    "state": t.state,
-                    "error": t.error,
-                    "node_id": t.node_id,
-                    "iterations": t.iterations,
-                    "iterations_done": t.iterations_done,
-                    "wall_s": t.wall_s,
-                    "points": points[t.id],
-                }
-                for t in trials
+                {**_columns(t, RESULT_TRIAL_FIELDS), "points": points[t.id]} for t in trials
             ],
         }
 
@@ -636,17 +594,7 @@ def _range_test_section(study: Study, points: Sequence[RangeTestPoint]) -> dict[
     # The sweep's settings come from the spec as submitted.
     settings = study.spec.get("range_test") or {}
     return {
-        "points": [
-            {
-                "iteration": p.iteration,
-                "lr": p.lr,
-                "loss": p.loss,
-                "smoothed_loss": p.smoothed_loss,
-                "accuracy": p.accuracy,
-                "eval_loss": p.eval_loss,
-            }
-            for p in points
-        ],
+        "points": [_columns(p, RANGE_POINT_FIELDS) for p in points],
         "stopped_at": study.range_test_stopped_at,
         "stop_reason": study.range_test_stop_reason,
         "min_lr": settings.get("min_lr"),

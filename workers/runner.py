@@ -70,6 +70,7 @@ class RunOptions:
     data_root: str | None = None
     experiment: str = "study"  # folder name under storage_path
     limits: Limits = field(default_factory=Limits)
+    max_concurrent_trials: int | None = None  # None: as many as the resources allow
     # Test hook: trial_id -> iteration at which that trial's process exits once, abruptly.
     fail_once_at: Mapping[str, int] = field(default_factory=dict)
 
@@ -300,7 +301,9 @@ def _fit(
             {"cpu": resources.cpu, "gpu": resources.gpu},
         ),
         param_space={"trial": tune.grid_search(trials)},
-        tune_config=tune.TuneConfig(reuse_actors=True),
+        tune_config=tune.TuneConfig(
+            reuse_actors=True, max_concurrent_trials=options.max_concurrent_trials
+        ),
         run_config=tune.RunConfig(
             name=name,
             storage_path=str(Path(options.storage_path).resolve()),

@@ -127,9 +127,7 @@ def _registered(kind: str, registry: Mapping[str, Any]) -> Callable[[Component],
     def check(component: Component) -> Component:
         entry = registry.get(component.name)
         if entry is None:
-            raise ValueError(
-                f"unknown {kind} {component.name!r}; known: {', '.join(registry)}"
-            )
+            raise ValueError(f"unknown {kind} {component.name!r}; known: {', '.join(registry)}")
         checked = check_params("options", entry.params, component.options)
         # Keep only what was given: defaults stay the registry's, and a dump re-validates.
         options = {k: v for k, v in checked.items() if k in component.options}
@@ -139,7 +137,9 @@ def _registered(kind: str, registry: Mapping[str, Any]) -> Callable[[Component],
 
 
 _COMPONENT_FORM = BeforeValidator(_named_form("options"), json_schema_input_type=str | Component)
-DatasetRef = Annotated[Component, _COMPONENT_FORM, AfterValidator(_registered("data set", DATASETS))]
+DatasetRef = Annotated[
+    Component, _COMPONENT_FORM, AfterValidator(_registered("data set", DATASETS))
+]
 ModelRef = Annotated[Component, _COMPONENT_FORM, AfterValidator(_registered("model", MODELS))]
 OptimizerRef = Annotated[
     Component, _COMPONENT_FORM, AfterValidator(_registered("optimizer", OPTIMIZERS))
@@ -173,10 +173,16 @@ def _is_auto(value: Any) -> bool:
 
 
 def _epochs(key: str, value: Any) -> dict[str, float]:
-    epochs = value.get("epochs") if set(value) == {"epochs"} else None
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, float)):
-        epochs = None
-    if epochs is None or not math.isfinite(epochs) or epochs <= 0:
+    epochs: Any = value.get("epochs") if isinstance(value, Mapping) else None
+    valid = (
+        isinstance(value, Mapping)
+        and set(value) == {"epochs"}
+        and isinstance(epochs, (int, float))
+        and not isinstance(epochs, bool)
+        and math.isfinite(epochs)
+        and epochs > 0
+    )
+    if not valid:
         raise ValueError(
             f"params.{key} must be iterations (a whole number) or {{epochs: k}} with a "
             f"number k > 0, got {value!r}"
@@ -194,7 +200,11 @@ def _check_policy(policy: PolicySpec) -> PolicySpec:
     plain: dict[str, Any] = {}
     for key, value in policy.params.items():
         param = declared.get(key)
-        if param is not None and _is_auto(value):
+        if param is None:
+            plain[key] = value  # check_params refuses it, naming the known ones
+        elif value is None and param.default is None:
+            continue  # a None for a None default means that default
+        elif _is_auto(value):
             if param.source != "bounds":
                 allowed = ", ".join(bounds) or "none of its parameters"
                 raise ValueError(
@@ -202,16 +212,17 @@ def _check_policy(policy: PolicySpec) -> PolicySpec:
                     f"({policy.name}: {allowed})"
                 )
             deferred[key] = AUTO
-        elif param is not None and key in EPOCH_PARAMS and isinstance(value, Mapping):
+        elif key in EPOCH_PARAMS and not isinstance(value, (int, float)):
             deferred[key] = _epochs(key, value)
-        elif not (value is None and param is not None and param.default is None):
-            plain[key] = value  # a None for a None default means that default
+        else:
+            plain[key] = value
     checked = check_params("params", entry.params, plain, allow_missing=True)
+    given = deferred.keys() | plain.keys()
     for p in entry.params:
         if p.required and p.name not in policy.params and p.source != "budget":
             hint = " (a number, or 'auto' to take it from the range test)" if p.source else ""
             raise ValueError(f"params.{p.name} is required by {policy.name}{hint}")
-    params = {k: deferred.get(k, checked.get(k)) for k in declared if k in policy.params}
+    params = {k: deferred[k] if k in deferred else checked[k] for k in declared if k in given}
     if not deferred and all(p.name in params for p in entry.params if p.required):
         # Everything is concrete: check ranges (base_lr <= max_lr, 0 < gamma <= 1...) now,
         # not after a range test and hours of training.
@@ -230,6 +241,7 @@ PolicyRef = Annotated[
 
 
 # ---- the study -------------------------------------------------------------------------------
+
 
 class Resources(BaseModel):
     """What one trial holds on a Ray node; fractions let small trials share a device."""
@@ -288,8 +300,13 @@ class RangeTestSpec(BaseModel):
     def check_budget(self, iterations_per_epoch: int, limits: Limits | None = None) -> int:
         """The test's length in iterations, checked against `limits`."""
         return _resolve_budget(
-            "range_test.", self.iterations, self.epochs, self.eval_every, iterations_per_epoch,
-            limits or Limits(), minimum=2,
+            "range_test.",
+            self.iterations,
+            self.epochs,
+            self.eval_every,
+            iterations_per_epoch,
+            limits or Limits(),
+            minimum=2,
         )
 
 
@@ -374,7 +391,7 @@ class StudySpec(BaseModel):
         None, description="the arm the others are compared with; default: the first"
     )
     target_accuracy: float | Literal["auto"] = Field(
-        AUTO,
+        "auto",
         description="accuracy in (0, 1] whose first crossing counts; 'auto': the baseline's "
         "final mean accuracy",
     )
@@ -406,10 +423,10 @@ class StudySpec(BaseModel):
             raise ValueError(f"give 1 to {limit} seeds, got {len(seeds)}: {seeds}")
         bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
         if bad:
-            raise ValueError(f"seeds must be in 0..{MAX_SEED}, got {bad[0]}")
+            raise ValueError(f"must be in 0..{MAX_SEED}, got {bad[0]}")
         repeated = sorted({s for s in seeds if seeds.count(s) > 1})
         if repeated:
-            raise ValueError(f"seeds must be distinct, got {repeated[0]} more than once")
+            raise ValueError(f"must be distinct, got {repeated[0]} more than once")
         return seeds
 
     @field_validator("arms")
@@ -422,8 +439,7 @@ class StudySpec(BaseModel):
         for i, name in enumerate(names):
             if name in names[:i]:
                 raise ValueError(
-                    f"arm names must be unique: {name!r} is arms[{names.index(name)}] and "
-                    f"arms[{i}]"
+                    f"arm names must be unique: {name!r} is arms[{names.index(name)}] and arms[{i}]"
                 )
         return arms
 
@@ -445,7 +461,7 @@ class StudySpec(BaseModel):
                 "give the budget per trial as iterations or as epochs, exactly one; got "
                 f"iterations={self.iterations!r}, epochs={self.epochs!r}"
             )
-        budgets = [("", self.iterations, self.eval_every)]
+        budgets: list[tuple[str, int | None, int | None]] = [("", self.iterations, self.eval_every)]
         budgets += [(f"arms[{i}].", a.iterations, self.eval_every) for i, a in enumerate(self.arms)]
         if self.range_test is not None:
             rt = self.range_test
@@ -457,9 +473,7 @@ class StudySpec(BaseModel):
         if self.baseline is None:
             self.baseline = names[0]
         elif self.baseline not in names:
-            problems.append(
-                f"baseline {self.baseline!r} is not an arm; arms: {', '.join(names)}"
-            )
+            problems.append(f"baseline {self.baseline!r} is not an arm; arms: {', '.join(names)}")
         problems += self._auto_problems()
         if problems:
             raise ValueError("\n".join(problems))
@@ -469,9 +483,9 @@ class StudySpec(BaseModel):
         problems = []
         for i, arm in enumerate(self.arms):
             for key, value in arm.policy.params.items():
-                where = f"arms[{i}].policy.params.{key} is 'auto'"
                 if not _is_auto(value):
                     continue
+                where = f"arms[{i}].policy.params.{key} is 'auto'"
                 if self.range_test is None:
                     problems.append(f"{where} but the study has no range_test")
                 elif arm.optimizer.name != self.range_test.optimizer.name:
@@ -499,7 +513,11 @@ class StudySpec(BaseModel):
         An epoch budget is checked against `limits` here, once the data set's size is known.
         """
         return _resolve_budget(
-            "", self.iterations, self.epochs, self.eval_every, iterations_per_epoch,
+            "",
+            self.iterations,
+            self.epochs,
+            self.eval_every,
+            iterations_per_epoch,
             limits or Limits(),
         )
 

@@ -112,6 +112,13 @@ def _seed_row(trial: Mapping[str, Any], target: float | None) -> dict[str, Any]:
     }
 
 
+def _accuracy_at(state: str, its: np.ndarray, acc: np.ndarray, iteration: float) -> float | None:
+    # A diverged trial stopped training: past its end it keeps its final accuracy, as in finals.
+    if state == "diverged" and its.size and iteration > its[-1]:
+        return _finite(acc[-1])
+    return accuracy_at(its, acc, iteration)
+
+
 def _welch(arm: str, finals: Sequence[float], base: str, base_finals: Sequence[float]) -> dict:
     p = welch_t_test(finals, base_finals)
     if len(finals) < 2 or len(base_finals) < 2:
@@ -148,10 +155,14 @@ def _arm_row(
     reached = [s["iterations_to_target"] for s in seeds if s["iterations_to_target"] is not None]
     bests = [s["best_accuracy"] for s in seeds if s["best_accuracy"] is not None]
     walls = [s["wall_s"] for s in seeds if s["wall_s"] is not None]
-    curves = [trial_curve(t) for t in finished]
     at_budget = []
+    curves = [(trial["state"], *trial_curve(trial)) for trial in finished]
     for fraction, iteration in zip(BUDGET_FRACTIONS, budget_iterations, strict=True):
-        values = [v for its, acc in curves if (v := accuracy_at(its, acc, iteration)) is not None]
+        values = [
+            v
+            for state, its, acc in curves
+            if (v := _accuracy_at(state, its, acc, iteration)) is not None
+        ]
         at_budget.append(
             {"fraction": fraction, "iteration": iteration, "mean": _mean(values), "n": len(values)}
         )
@@ -226,7 +237,9 @@ def _verdicts(
     base = next(r for r in rows if r["arm"] == baseline)
     base_its = base["iterations_to_target"]["mean"]
     what = (
-        "the baseline's final accuracy" if report["target"]["source"] == "baseline" else "the target"
+        "the baseline's final accuracy"
+        if report["target"]["source"] == "baseline"
+        else "the target"
     )
     for row in rows:
         reach = row["iterations_to_target"]
@@ -257,7 +270,13 @@ def _verdicts(
             compared = f"{speedup:.1f}x fewer than"
         else:
             compared = f"{1 / speedup:.1f}x more than"
-        lines.append(f"{head}, {compared} {baseline} ({format_iterations(base_its)}).")
+        base_reach = base["iterations_to_target"]
+        base_seeds = (
+            f"; {base_reach['reached']} of {base_reach['of']} seeds"
+            if base_reach["reached"] < base_reach["of"]
+            else ""
+        )
+        lines.append(f"{head}, {compared} {baseline} ({format_iterations(base_its)}{base_seeds}).")
     for row in rows:
         welch = row["welch"]
         if welch is not None and welch["p_value"] is not None:

@@ -15,6 +15,7 @@ import matplotlib
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullLocator
 
 from clr.policies import make_schedule
 from service.reports.comparison import trial_curve
@@ -33,9 +34,9 @@ PALETTE = (
     "#17becf",
 )
 MAX_POINTS = 500  # per line in an SVG
-SCHEDULE_SAMPLES = 2000  # iterations at which a schedule is evaluated
+SCHEDULE_SAMPLES = 1000  # iterations at which a schedule is evaluated
 CURVE_STATES = ("completed", "diverged", "running")  # a partial report shows running curves
-_RC = {"svg.fonttype": "none", "svg.hashsalt": "clrstudy", "font.size": 9}
+_RC: dict[Any, Any] = {"svg.fonttype": "none", "svg.hashsalt": "clrstudy", "font.size": 9}
 _FIGSIZE = (9.0, 3.4)  # inches
 
 
@@ -71,9 +72,19 @@ def _svg(figure: Figure) -> str:
     return text[text.index("<svg") :]
 
 
-def _figure() -> Figure:
+def _figure(panels: int = 1) -> tuple[Figure, list[Axes]]:
+    """A figure of `panels` axes side by side, with room on the right for the legend.
+
+    Fixed margins rather than a layout engine: constrained layout draws every figure twice.
+    """
     with matplotlib.rc_context(_RC):
-        return Figure(figsize=_FIGSIZE, layout="constrained")
+        figure = Figure(figsize=_FIGSIZE)
+        figure.subplots_adjust(left=0.07, right=0.83, bottom=0.14, top=0.9, wspace=0.25)
+        return figure, list(figure.subplots(1, panels, squeeze=False)[0])
+
+
+def _legend(figure: Figure) -> None:
+    figure.legend(loc="upper left", bbox_to_anchor=(0.84, 0.9), fontsize=8, frameon=False)
 
 
 def _arm_band(
@@ -105,7 +116,8 @@ def _plot_bands(
         keep = thin(mean)
         for ax in axes:
             ax.fill_between(grid[keep], low[keep], high[keep], color=colors[name], alpha=0.18, lw=0)
-            ax.plot(grid[keep], mean[keep], color=colors[name], lw=1.3, label=_label(name))
+            label = _label(name) if ax is axes[0] else None  # one legend entry per arm
+            ax.plot(grid[keep], mean[keep], color=colors[name], lw=1.3, label=label)
 
 
 def accuracy_figure(results: Mapping[str, Any], report: Mapping[str, Any]) -> str:
@@ -122,8 +134,7 @@ def accuracy_figure(results: Mapping[str, Any], report: Mapping[str, Any]) -> st
         if band is not None:
             bands[name] = band
     target = report["target"]["accuracy"]
-    figure = _figure()
-    axes = figure.subplots(1, 2 if target is not None and bands else 1, squeeze=False)[0]
+    figure, axes = _figure(2 if target is not None and bands else 1)
     _plot_bands(axes, bands, colors)
     axes[0].set_title("held-out accuracy (mean, min-max over seeds)")
     for ax in axes:
@@ -142,22 +153,27 @@ def accuracy_figure(results: Mapping[str, Any], report: Mapping[str, Any]) -> st
             if crossing is not None:
                 zoom.axvline(crossing, color=colors[row["arm"]], ls=":", lw=1.2)
     if bands:
-        figure.legend(loc="outside right upper", fontsize=8, frameon=False)
+        _legend(figure)
     else:
         axes[0].text(0.5, 0.5, "no evaluation yet", ha="center", transform=axes[0].transAxes)
     return _svg(figure)
 
 
 def schedule_figure(results: Mapping[str, Any]) -> str:
-    """The LR schedule of every arm over its iterations, as SVG (log scale over wide ranges)."""
+    """The LR schedule of every arm over its iterations, as SVG (log scale over wide ranges).
+
+    Arms whose bounds are still "auto" (the range test has not ended) are left out.
+    """
     arms: Mapping[str, Mapping[str, Any]] = results.get("arms") or {}
     colors = arm_colors(list(arms))
-    figure = _figure()
-    ax = figure.subplots()
+    figure, (ax,) = _figure()
     lows, highs = [], []
     for name, arm in arms.items():
         policy = arm["policy"]
-        schedule = make_schedule(policy["name"], policy.get("params") or {})
+        params = policy.get("params") or {}
+        if "auto" in params.values():
+            continue
+        schedule = make_schedule(policy["name"], params)
         budget = int(arm["iterations"])
         its = np.unique(np.linspace(0, budget - 1, min(budget, SCHEDULE_SAMPLES)).round())
         lrs = np.fromiter((schedule(int(i)) for i in its), dtype=float, count=its.size)
@@ -167,12 +183,17 @@ def schedule_figure(results: Mapping[str, Any]) -> str:
         highs.append(lrs.max())
     if lows and min(lows) > 0 and max(highs) / min(lows) > 50:
         ax.set_yscale("log")
+        # Plain labels: the default ones are mathtext, whose parser dominates the render time.
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.yaxis.set_minor_locator(NullLocator())
     ax.set_title("learning rate schedule of each arm")
     ax.set_xlabel("iteration")
     ax.set_ylabel("learning rate")
     ax.grid(alpha=0.3)
-    if arms:
-        figure.legend(loc="outside right upper", fontsize=8, frameon=False)
+    if lows:
+        _legend(figure)
+    else:
+        ax.text(0.5, 0.5, "bounds not known yet", ha="center", transform=ax.transAxes)
     return _svg(figure)
 
 
@@ -187,8 +208,7 @@ def range_test_figure(results: Mapping[str, Any]) -> str | None:
         return np.array([np.nan if p.get(key) is None else p[key] for p in points], dtype=float)
 
     lr, loss, smoothed, acc = (column(k) for k in ("lr", "loss", "smoothed_loss", "accuracy"))
-    figure = _figure()
-    ax = figure.subplots()
+    figure, (ax,) = _figure()
     loss_ax = ax.twinx()
     finite = np.isfinite(loss) & np.isfinite(smoothed)
     keep = np.flatnonzero(finite)[thin(smoothed[finite])]
@@ -220,5 +240,5 @@ def range_test_figure(results: Mapping[str, Any]) -> str | None:
     ax.set_xlabel("learning rate")
     ax.set_ylabel("held-out accuracy")
     loss_ax.set_ylabel("training loss")
-    figure.legend(loc="outside right upper", fontsize=8, frameon=False)
+    _legend(figure)
     return _svg(figure)

@@ -35,7 +35,6 @@ h1 { font-size: 1.5em; margin-bottom: 0.2em; } h2 { font-size: 1.15em; margin-to
 table { border-collapse: collapse; font-size: 0.92em; }
 th, td { border-bottom: 1px solid #ddd; padding: 0.3em 0.6em; text-align: right; }
 th { background: #f4f4f4; } td.text, th.text { text-align: left; }
-tr.baseline td { font-weight: 600; }
 .swatch { display: inline-block; width: 0.8em; height: 0.8em; border-radius: 2px;
           margin-right: 0.4em; vertical-align: -0.05em; }
 figure.plot { margin: 1em 0; } figure.plot svg { max-width: 100%; height: auto; }

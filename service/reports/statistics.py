@@ -11,11 +11,12 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 from scipy import stats
 
 
 def iterations_to_target(
-    iterations: Sequence[float], accuracies: Sequence[float], target: float
+    iterations: npt.ArrayLike, accuracies: npt.ArrayLike, target: float
 ) -> float | None:
     """The iteration at which the accuracy crosses `target` to stay, or None if it never does.
 
@@ -46,7 +47,7 @@ def iterations_to_target(
 
 
 def accuracy_at(
-    iterations: Sequence[float], accuracies: Sequence[float], at_iteration: float
+    iterations: npt.ArrayLike, accuracies: npt.ArrayLike, at_iteration: float
 ) -> float | None:
     """The accuracy at `at_iteration`, linearly interpolated; None outside the evaluated span."""
     its = np.asarray(iterations, dtype=float)
@@ -57,7 +58,7 @@ def accuracy_at(
 
 
 def mean_ci(
-    values: Sequence[float], confidence: float = 0.95
+    values: npt.ArrayLike, confidence: float = 0.95
 ) -> tuple[float, float | None, float | None]:
     """Mean and Student-t confidence interval; (mean, None, None) for a single value."""
     if not 0 < confidence < 1:

@@ -34,8 +34,15 @@ def render_csv(results: Mapping[str, Any]) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for trial in results.get("trials") or ():
-        head = (study, trial.get("arm"), trial.get("seed"), trial.get("trial_id"), trial.get("state"))
+        head = (
+            study,
+            trial.get("arm"),
+            trial.get("seed"),
+            trial.get("trial_id"),
+            trial.get("state"),
+        )
         writer.writerows(
-            head + tuple(point.get(c) for c in _POINT_COLUMNS) for point in trial.get("points") or ()
+            head + tuple(point.get(c) for c in _POINT_COLUMNS)
+            for point in trial.get("points") or ()
         )
     return out.getvalue()

@@ -1,0 +1,150 @@
+"""Starts queued studies as Ray Jobs and keeps the database true to what Ray says.
+
+One loop in the service process, every `interval_s`:
+1. reconcile: a `running` study whose job finished, failed, was stopped or vanished gets
+   its true status, so nothing stays `running` forever (also after an API restart);
+2. cancel: a running study flagged for cancellation whose driver has not ended it within
+   `cancel_grace_s` gets its job stopped (`stop_job`);
+3. start: queued studies, oldest first, while fewer than `max_running_studies` run.
+The submission id is derived from the study id, so a study never runs twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from service.db import DatabaseUnavailable
+from service.ray_cluster import RayCluster, RayUnavailable
+from service.settings import Settings
+from service.store import Store, StudyRecord
+
+log = logging.getLogger(__name__)
+LOG_TAIL_CHARS = 2000
+
+
+def submission_id(study_id: str) -> str:
+    return f"clrstudy-{study_id}"
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: Store,
+        cluster: RayCluster,
+        settings: Settings,
+        *,
+        interval_s: float = 1.0,
+        cancel_grace_s: float = 30.0,
+    ) -> None:
+        self.store = store
+        self.cluster = cluster
+        self.settings = settings
+        self.interval_s = interval_s
+        self.cancel_grace_s = cancel_grace_s
+        self._cancel_seen: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # the loop ------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="dispatcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def wake(self) -> None:
+        """Run the next tick now (a study was submitted or cancelled)."""
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except (DatabaseUnavailable, RayUnavailable) as error:
+                log.warning("dispatcher: %s; retrying", error)
+            except Exception:
+                log.exception("dispatcher tick failed; retrying")
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
+
+    def tick(self) -> None:
+        jobs = self.cluster.jobs()
+        self.reconcile(jobs)
+        self.start_queued(jobs)
+
+    # the steps -------------------------------------------------------------------------
+    def reconcile(self, jobs: Any) -> None:
+        for study in self.store.running_studies():
+            status = self._job_status(jobs, study)
+            if status is None:
+                self._end(study, "failed", "its Ray job vanished (the Ray cluster restarted?)")
+            elif status in ("SUCCEEDED", "FAILED", "STOPPED"):
+                self._job_ended(jobs, study, status)
+            elif study.cancel_requested:
+                first = self._cancel_seen.setdefault(study.id, time.monotonic())
+                if time.monotonic() - first > self.cancel_grace_s:
+                    log.info("stopping the Ray job of cancelled study %s", study.id)
+                    jobs.stop_job(submission_id(study.id))
+
+    def start_queued(self, jobs: Any) -> None:
+        free = self.settings.max_running_studies - self.store.count_running()
+        if free <= 0:
+            return
+        for study in self.store.queued_studies_fifo(free):
+            if not self.store.transition(study.id, "running", expected={"queued"}):
+                continue  # cancelled, or another service process took it
+            sid = submission_id(study.id)
+            try:
+                jobs.submit_job(
+                    entrypoint=f"python -m service.driver {study.id}",
+                    submission_id=sid,
+                    metadata={"study_id": study.id, "study_name": study.name[:100]},
+                )
+            except Exception as error:
+                self.store.transition(
+                    study.id, "failed", expected={"running"}, error=f"submitting to Ray: {error}"
+                )
+                continue
+            self.store.set_submission_id(study.id, sid)
+            log.info("study %s started as Ray job %s", study.id, sid)
+
+    # helpers ---------------------------------------------------------------------------
+    @staticmethod
+    def _job_status(jobs: Any, study: StudyRecord) -> str | None:
+        try:
+            return str(jobs.get_job_status(submission_id(study.id)).value)
+        except RuntimeError as error:
+            if "status code 404" not in str(error) and "does not exist" not in str(error):
+                raise RayUnavailable(f"Ray Jobs API: {error}") from error
+            if study.submission_id is None and study.started_at is not None:
+                # Claimed but not yet submitted: give the submitting tick a moment.
+                age = time.time() - study.started_at.timestamp()
+                return "PENDING" if age < 60 else None
+            return None
+
+    def _job_ended(self, jobs: Any, study: StudyRecord, status: str) -> None:
+        # The driver records the study's end itself before it exits; re-read to be sure.
+        current = self.store.get_study(study.id)
+        if current is None or current.status != "running":
+            return
+        if status == "STOPPED" or current.cancel_requested:
+            self._end(study, "cancelled", None)
+            return
+        try:
+            logs = jobs.get_job_logs(submission_id(study.id))[-LOG_TAIL_CHARS:]
+        except Exception:
+            logs = ""
+        self._end(study, "failed", f"its Ray job ended ({status}) without a result:\n{logs}")
+
+    def _end(self, study: StudyRecord, status: str, error: str | None) -> None:
+        self._cancel_seen.pop(study.id, None)
+        if self.store.transition(study.id, status, expected={"running"}, error=error):
+            log.info("study %s reconciled to %s", study.id, status)

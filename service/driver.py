@@ -1,0 +1,110 @@
+"""The Ray job driver of one study: `python -m service.driver STUDY_ID`.
+
+The dispatcher submits this as a Ray Job; it runs on the cluster's head, so a study keeps
+running when the API process dies. It reads its settings (the database URL among them)
+from the environment of the node it runs on, never from the job's entry point or
+metadata, which the Ray dashboard shows. It records every result through a
+`DatabaseSink`, watches the study's cancel flag, and records how the study ended.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import traceback
+from collections.abc import Sequence
+
+from service.db import make_engine
+from service.ray_cluster import client_environment
+from service.settings import get_settings
+from service.sinks import DatabaseSink
+from service.store import Store
+from workers.runner import RunOptions, StudyFailed, run_study
+from workers.sink import ArmsResolved, Event, RangeTestPoints, ResultSink
+from workers.spec import StudySpec
+
+log = logging.getLogger("clrstudy.driver")
+CANCEL_POLL_S = 1.0
+
+
+class PhaseSink:
+    """Forwards events to the database sink and keeps the study's phase up to date."""
+
+    def __init__(self, inner: ResultSink, store: Store, study_id: str) -> None:
+        self.inner = inner
+        self.store = store
+        self.study_id = study_id
+        self.phase = ""
+
+    def emit(self, event: Event) -> None:
+        phase = self.phase
+        if isinstance(event, RangeTestPoints):
+            phase = "range_test"
+        elif isinstance(event, ArmsResolved):
+            phase = "trials"
+        if phase != self.phase:
+            self.phase = phase
+            self.store.set_phase(self.study_id, phase)
+        self.inner.emit(event)
+
+
+def _watch_cancel(store: Store, study_id: str, cancel: threading.Event, done: threading.Event) -> None:
+    while not done.wait(CANCEL_POLL_S):
+        study = store.get_study(study_id)
+        if study is None or study.cancel_requested or study.status != "running":
+            cancel.set()
+            return
+
+
+def drive(study_id: str) -> int:
+    """Run one study to its end; the exit code says whether it succeeded."""
+    settings = get_settings()
+    store = Store(make_engine(settings.database_url))
+    study = store.get_study(study_id)
+    if study is None or study.status != "running":
+        log.error("study %s is not running (%s)", study_id, study and study.status)
+        return 1
+    spec = StudySpec.model_validate(study.spec, context={"limits": settings.limits()})
+    sink = DatabaseSink(store, study_id)
+    cancel, done = threading.Event(), threading.Event()
+    watcher = threading.Thread(
+        target=_watch_cancel, args=(store, study_id, cancel, done), daemon=True
+    )
+    watcher.start()
+    options = RunOptions(
+        storage_path=settings.storage_path,
+        ray_address="auto",
+        data_root=settings.data_root,
+        experiment=study_id,
+        limits=settings.limits(),
+    )
+    try:
+        outcome = run_study(spec, PhaseSink(sink, store, study_id), options, cancel=cancel)
+        status, error = outcome.status, outcome.error
+    except StudyFailed as failure:
+        status, error = "failed", str(failure)
+    except Exception:  # anything else is a bug, but the study must still end as failed
+        status, error = "failed", traceback.format_exc(limit=8)
+    finally:
+        done.set()
+        sink.close()
+    if cancel.is_set() and status == "succeeded":
+        status = "cancelled"
+    store.transition(study_id, status, expected={"running"}, error=error, phase="done")
+    log.info("study %s %s", study_id, status)
+    return 0 if status != "failed" else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1:
+        print("usage: python -m service.driver STUDY_ID", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    client_environment()
+    return drive(args[0])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

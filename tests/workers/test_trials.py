@@ -1,0 +1,126 @@
+"""The shared training loop: determinism, checkpoint resume, divergence, the range test."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from clr.bounds import suggest_bounds
+from workers.datasets import load_dataset
+from workers.trials import (
+    ArmPlan,
+    RangeTestPlan,
+    TrialSetup,
+    build_engine,
+    momentum_schedule,
+    run_arm,
+    run_range_test,
+)
+
+SETUP = TrialSetup(
+    trial_id="t",
+    seed=3,
+    model={"name": "mlp", "options": {}},
+    optimizer={"name": "sgd", "options": {"momentum": 0.9}},
+    batch_size=64,
+)
+PLAN = ArmPlan(
+    policy={"name": "triangular", "params": {"base_lr": 0.01, "max_lr": 0.1, "step_size": 40}},
+    iterations=120,
+    eval_every=20,
+)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", {}, seed=0)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def curve(data, setup=SETUP, plan=PLAN):
+    engine = build_engine(setup, data, 0.01)
+    return [p.point for p in run_arm(engine, plan)], engine
+
+
+def test_same_seed_same_curve_bit_for_bit(digits):
+    first, engine_a = curve(digits)
+    second, engine_b = curve(digits)
+    assert first == second
+    for name, tensor in engine_a.model.state_dict().items():
+        assert torch.equal(tensor, engine_b.model.state_dict()[name]), name
+
+
+def test_another_seed_another_curve(digits):
+    first, _ = curve(digits)
+    other, _ = curve(digits, setup=TrialSetup(**{**SETUP.__dict__, "seed": 4}))
+    assert [p.accuracy for p in first] != [p.accuracy for p in other]
+
+
+def test_curve_shape_and_learning(digits):
+    points, engine = curve(digits)
+    assert [p.iteration for p in points] == [0, 20, 40, 60, 80, 100, 120]
+    assert points[0].train_loss is None
+    assert all(p.train_loss is not None and p.train_loss > 0 for p in points[1:])
+    # The LR reported is the schedule's: triangular peaks at step_size.
+    assert points[2].lr == pytest.approx(0.01 + 0.09 * (39 / 40))
+    assert points[-1].accuracy > 0.9 > points[0].accuracy
+    assert engine.epoch == pytest.approx(120 / engine.iterations_per_epoch)
+
+
+def test_resume_from_checkpoint_gives_the_same_curve(digits):
+    full, _ = curve(digits)
+    engine = build_engine(SETUP, digits, 0.01)
+    run = run_arm(engine, PLAN)
+    head = [next(run).point for _ in range(3)]  # iterations 0, 20, 40
+    state = copy.deepcopy(engine.state_dict())
+    torch.manual_seed(1234)  # a new process's RNG would differ: the checkpoint must not care
+    restored = build_engine(SETUP, digits, 0.01)
+    restored.load_state_dict(state)
+    tail = [p.point for p in run_arm(restored, PLAN)]
+    assert head + tail == full
+
+
+def test_absurd_lr_diverges(digits):
+    plan = ArmPlan(policy={"name": "fixed", "params": {"lr": 1e6}}, iterations=60, eval_every=20)
+    engine = build_engine(SETUP, digits, 1e6)
+    progress = list(run_arm(engine, plan))
+    assert progress[-1].state == "diverged"
+    assert progress[-1].point is None
+    assert progress[-1].iteration < 60 or engine.iteration <= 60
+
+
+def test_momentum_cycles_inversely(digits):
+    plan = ArmPlan(**{**PLAN.__dict__, "cycle_momentum": True})
+    engine = build_engine(SETUP, digits, 0.01)
+    run = run_arm(engine, plan)
+    next(run)
+    next(run)  # 20 iterations: the LR is rising, the momentum falling
+    group = engine.optimizer.param_groups[0]
+    schedule = momentum_schedule(lambda it: 0.01 + 0.09 * it / 40, 0.01, 0.1)
+    assert group["momentum"] == pytest.approx(schedule(19))
+    assert 0.85 < group["momentum"] < 0.95
+
+
+def test_range_test_in_the_engine_gives_usable_bounds(digits):
+    engine = build_engine(SETUP, digits, 1e-3)
+    before = copy.deepcopy(engine.model.state_dict())
+    plan = RangeTestPlan(min_lr=1e-3, max_lr=1.0, iterations=200, eval_every=10)
+    progress = list(run_range_test(engine, plan))
+    result = progress[-1].result
+    assert result is not None
+    points = [p for step in progress for p in step.points]
+    assert [p.iteration for p in points] == list(range(result.stopped_at))
+    assert len(result.accuracies) == len([p for p in points if p.accuracy is not None])
+    after = engine.model.state_dict()
+    assert any(not torch.equal(before[name], after[name]) for name in before)  # it trained
+    bounds = suggest_bounds(result)
+    assert 1e-3 <= bounds.base_lr < bounds.max_lr <= 1.0
