@@ -36,6 +36,11 @@ class Settings(BaseSettings):
         "127.0.0.1", description="Interface the local Ray head's dashboard listens on."
     )
     ray_dashboard_port: int = Field(8265, description="Port of the Ray dashboard and Jobs API.")
+    ray_dashboard_url: str | None = Field(
+        None,
+        description="URL of the Ray dashboard (Jobs API) of the cluster at `RAY_ADDRESS`; "
+        "unset: `http://RAY_DASHBOARD_HOST:RAY_DASHBOARD_PORT`.",
+    )
     ray_num_cpus: int | None = Field(
         None, description="CPUs the local Ray head offers; unset: all of the machine's."
     )

@@ -236,6 +236,8 @@ class _ArrayUnpickler(pickle.Unpickler):
         {
             ("numpy.core.multiarray", "_reconstruct"),
             ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy.core.numeric", "_frombuffer"),
+            ("numpy._core.numeric", "_frombuffer"),
             ("numpy", "ndarray"),
             ("numpy", "dtype"),
         }
