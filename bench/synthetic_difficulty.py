@@ -44,9 +44,7 @@ def run(difficulty: float, iterations: int, lr: float, batch_size: int, smoke: b
     assert data.x_train is not None and data.y_train is not None
     assert data.x_test is not None and data.y_test is not None
     torch.manual_seed(0)
-    model = build_model(
-        "small_cnn", {}, input_shape=data.input_shape, num_classes=data.num_classes
-    )
+    model = build_model("small_cnn", {}, input_shape=data.input_shape, num_classes=data.num_classes)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
     per_epoch = data.iterations_per_epoch(batch_size)

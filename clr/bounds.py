@@ -34,7 +34,6 @@ MIN_ACCURACY_RISE = 0.02  # accuracy fraction; below this the curve is flat what
 MIN_LOSS_DROP = 0.05  # share of the starting loss; below this the loss is flat
 MIN_EVALUATIONS = 5
 MIN_ITERATIONS = 10
-EARLY_SHARE = 0.05  # a rise already under way within this share of the points began off the range
 
 
 class UnusableRangeTest(ValueError):
@@ -105,10 +104,6 @@ def _crossing(positions: np.ndarray, curve: np.ndarray, level: float) -> tuple[i
     return i, float(positions[i - 1] + share * (positions[i] - positions[i - 1]))
 
 
-def _early(index: int, count: int) -> bool:
-    return index < max(2, math.ceil(EARLY_SHARE * count))
-
-
 def _stop_note(result: RangeTestResult) -> str:
     if result.stop_reason == "completed" or not result.lrs:
         return ""
@@ -147,8 +142,9 @@ def _accuracy_reading(result: RangeTestResult, scale: _Scale) -> _Reading:
         return _Reading(
             None,
             None,
-            f"held-out accuracy stayed flat (smoothed {lowest:.0%} to {curve[peak_index]:.0%},"
-            f" starting at {start:.0%}, noise {noise:.1%}) across lr {lrs[0]:.3g}-{lrs[-1]:.3g}",
+            f"held-out accuracy did not rise clearly (from {start:.0%}; smoothed"
+            f" {lowest:.0%} to {curve[peak_index]:.0%}, noise {noise:.1%}) across lr"
+            f" {lrs[0]:.3g}-{lrs[-1]:.3g}",
         )
     base_level = start + BASE_FRACTION * rise
     base_index, base_position = _crossing(positions, curve, base_level)
@@ -168,14 +164,14 @@ def _accuracy_reading(result: RangeTestResult, scale: _Scale) -> _Reading:
         )
     max_lr = scale.to_lr(max_position)
     text = (
-        f"smoothed held-out accuracy rose from {start:.0%} at lr {lrs[0]:.3g} to a peak of"
+        f"held-out accuracy rose from {start:.0%} at lr {lrs[0]:.3g} to a smoothed peak of"
         f" {curve[peak_index]:.0%} at lr {lrs[peak_index]:.3g}; max_lr {max_lr:.3g} is where it"
         f" {how}"
     )
     if peak_index == len(curve) - 1:
         text += " (it was still rising at the end of the test: a wider range may allow more)"
-    text += _stop_note(result)
-    if _early(base_index, len(curve)):
+    # With only the first evaluation below the threshold, the rise may have begun before it.
+    if base_index < 2:
         return _Reading(
             None,
             max_lr,
@@ -223,7 +219,7 @@ def _loss_reading(result: RangeTestResult, scale: _Scale) -> _Reading:
         return _Reading(
             None,
             None,
-            f"training loss stayed flat ({-start:.3g} to at best {-curve[best_index]:.3g})"
+            f"training loss did not fall clearly ({-start:.3g} to at best {-curve[best_index]:.3g})"
             f" across lr {lrs[0]:.3g}-{lrs[-1]:.3g}",
         )
     max_lr = float(lrs[best_index])
@@ -233,10 +229,10 @@ def _loss_reading(result: RangeTestResult, scale: _Scale) -> _Reading:
     )
     if best_index == count - 1:
         text += " (it was still falling at the end of the test: a wider range may allow more)"
-    text += _stop_note(result)
     base_level = start + BASE_FRACTION * drop
     base_index, base_position = _crossing(positions, curve, base_level)
-    if _early(base_index, count):
+    # A crossing within the first smoothing window may have begun before the test did.
+    if base_index <= 2 * half:
         return _Reading(
             None,
             max_lr,
@@ -295,4 +291,5 @@ def _bounds(
     # Interpolation stays between recorded LRs; clamping only absorbs float rounding.
     base_lr = min(max(base_lr, result.min_lr), result.max_lr)
     max_lr = min(max(max_lr, result.min_lr), result.max_lr)
-    return Bounds(base_lr=base_lr, max_lr=max_lr, method=method, reason=f"{method} rule: {text}.")
+    reason = f"{method} rule: {text}{_stop_note(result)}."
+    return Bounds(base_lr=base_lr, max_lr=max_lr, method=method, reason=reason)

@@ -195,7 +195,10 @@ def _evaluate(
             correct += int((out.argmax(dim=1) == y).sum())
             total += len(y)
     if total == 0:
-        raise ValueError("val_data must hold at least one example, it held none")
+        raise ValueError(
+            "val_data must hold at least one example on every evaluation, it held none"
+            " (a generator is used up after one pass: pass a tensor pair or a list)"
+        )
     return correct / total, loss_sum / total
 
 

@@ -49,7 +49,9 @@ class PhaseSink:
         self.inner.emit(event)
 
 
-def _watch_cancel(store: Store, study_id: str, cancel: threading.Event, done: threading.Event) -> None:
+def _watch_cancel(
+    store: Store, study_id: str, cancel: threading.Event, done: threading.Event
+) -> None:
     while not done.wait(CANCEL_POLL_S):
         study = store.get_study(study_id)
         if study is None or study.cancel_requested or study.status != "running":

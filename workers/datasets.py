@@ -177,9 +177,10 @@ def _load_synthetic(options: dict[str, Any], data_root: Path) -> Dataset:
     modes, circularly shifted, with random contrast, plus a weaker mode of another class and
     pixel noise; `difficulty` scales the distractor and the noise, hence the class overlap.
     """
-    for field in ("train_size", "test_size", "image_size", "num_classes"):
-        if options[field] < (2 if field == "num_classes" else 1):
-            raise ValueError(f"synthetic.{field} must be positive, got {options[field]}")
+    minimums = {"train_size": 1, "test_size": 1, "image_size": 1, "num_classes": 2}
+    for field, minimum in minimums.items():
+        if options[field] < minimum:
+            raise ValueError(f"synthetic.{field} must be at least {minimum}, got {options[field]}")
     if options["difficulty"] < 0:
         raise ValueError(f"synthetic.difficulty must be >= 0, got {options['difficulty']}")
     rng = np.random.default_rng(options["seed"])
@@ -238,6 +239,7 @@ class _ArrayUnpickler(pickle.Unpickler):
             ("numpy._core.multiarray", "_reconstruct"),
             ("numpy.core.numeric", "_frombuffer"),
             ("numpy._core.numeric", "_frombuffer"),
+            ("_codecs", "encode"),  # bytes written by Python 3 with protocol 2
             ("numpy", "ndarray"),
             ("numpy", "dtype"),
         }

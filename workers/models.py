@@ -7,7 +7,9 @@ forward maps ``(N, *input_shape)`` float tensors to ``(N, num_classes)`` logits.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import itertools
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -59,20 +61,15 @@ def _parse_hidden(text: str) -> list[int]:
     return [int(part) for part in parts]
 
 
-def _build_mlp(options: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    sizes = [_numel(input_shape), *_parse_hidden(options["hidden"])]
+def _build_mlp(
+    options: dict[str, Any], input_shape: tuple[int, ...], num_classes: int
+) -> nn.Module:
+    sizes = [math.prod(input_shape), *_parse_hidden(options["hidden"])]
     layers: list[nn.Module] = [nn.Flatten()]
-    for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
+    for fan_in, fan_out in itertools.pairwise(sizes):
         layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
     layers.append(nn.Linear(sizes[-1], num_classes))
     return nn.Sequential(*layers)
-
-
-def _numel(shape: Sequence[int]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 def _build_small_cnn(
@@ -84,7 +81,7 @@ def _build_small_cnn(
         raise ValueError(f"small_cnn.width must be at least 1, got {width}")
     widths = [channels, width, 2 * width, 4 * width]
     layers: list[nn.Module] = []
-    for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+    for i, (fan_in, fan_out) in enumerate(itertools.pairwise(widths)):
         layers.append(nn.Conv2d(fan_in, fan_out, 3, padding=1, bias=not options["batchnorm"]))
         if options["batchnorm"]:
             layers.append(nn.BatchNorm2d(fan_out))
@@ -195,9 +192,7 @@ def _probe_features(module: nn.Module, name: str, input_shape: tuple[int, ...]) 
         with torch.no_grad():
             out = module(torch.zeros(1, *input_shape))
     except RuntimeError as exc:
-        raise ValueError(
-            f"model {name!r} cannot take inputs shaped {input_shape}: {exc}"
-        ) from exc
+        raise ValueError(f"model {name!r} cannot take inputs shaped {input_shape}: {exc}") from exc
     finally:
         module.train(was_training)
     return int(out.shape[1])
@@ -271,6 +266,4 @@ def build_model(
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2, got {num_classes}")
     checked = check_params(name, entry.params, options)
-    model = entry.build(checked, tuple(input_shape), num_classes)
-    _probe_features(model, name, tuple(input_shape))
-    return model
+    return entry.build(checked, tuple(input_shape), num_classes)

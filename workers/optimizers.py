@@ -72,7 +72,7 @@ def _nesterov(params: Iterable[Any], lr: float, options: dict[str, Any]) -> torc
     return torch.optim.SGD(params, lr=lr, nesterov=True, **options)
 
 
-def _torch(kind: type[torch.optim.Optimizer]) -> OptimizerBuilder:
+def _torch(kind: Callable[..., torch.optim.Optimizer]) -> OptimizerBuilder:
     """Builder passing the options as keywords, ``beta1``/``beta2`` joined into ``betas``."""
 
     def build(params: Iterable[Any], lr: float, options: dict[str, Any]) -> torch.optim.Optimizer:

@@ -17,10 +17,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import ray
 import torch
+from ray import tune
+from ray.tune.logger import JsonLoggerCallback
 
 from clr.bounds import Bounds, UnusableRangeTest, suggest_bounds
-from clr.policies import get_policy
+from clr.policies import check_policy_params, get_policy
 from clr.range_test import RangeTestResult
 from workers.datasets import Dataset, load_dataset
 from workers.sink import (
@@ -51,10 +54,10 @@ from workers.trials import (
 
 CHECKPOINT_EVERY = 4  # evaluations between checkpoints of an arm trial
 CHECKPOINT_FILE = "trial.pt"
-# Tune's default loggers (CSV, TensorBoard, JSON) would copy every report, our nested point
-# lists included, into files nobody reads: the sink is the record.
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's console tables: we show our own
+# Of Tune's default loggers only the JSON one is kept (`_fit` adds it): TensorBoard's and the
+# CSV one cannot hold the lists of points a report carries.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 
 class StudyFailed(RuntimeError):
@@ -90,8 +93,6 @@ def ensure_ray(address: str | None, num_cpus: int | None = None) -> None:
     `address="local"` is explicit on purpose: a bare `ray.init()` silently joins whatever
     cluster `RAY_ADDRESS` or a running local head points to.
     """
-    import ray
-
     if ray.is_initialized():
         return
     if address:
@@ -107,8 +108,6 @@ def ensure_ray(address: str | None, num_cpus: int | None = None) -> None:
 
 
 def _node_id() -> str | None:
-    import ray
-
     return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
 
 
@@ -124,15 +123,13 @@ def _setup(config: Mapping[str, Any]) -> TrialSetup:
 
 
 def range_test_trainable(config: dict[str, Any], data: Dataset) -> None:
-    from ray import tune
-
     _trial_threads(config["cpus"])
     plan = RangeTestPlan(**config["plan"])
     engine = build_engine(_setup(config), data, plan.min_lr)
     node = _node_id()
     for progress in run_range_test(engine, plan):
         metrics: dict[str, Any] = {
-            "trial_id": RANGE_TEST_TRIAL_ID,
+            "clr_trial": RANGE_TEST_TRIAL_ID,
             "node_id": node,
             "range_points": [asdict(p) for p in progress.points],
         }
@@ -142,8 +139,6 @@ def range_test_trainable(config: dict[str, Any], data: Dataset) -> None:
 
 
 def arm_trainable(config: dict[str, Any], data: Dataset) -> None:
-    from ray import tune
-
     _trial_threads(config["cpus"])
     setup = _setup(config)
     plan = ArmPlan(**config["plan"])
@@ -156,7 +151,7 @@ def arm_trainable(config: dict[str, Any], data: Dataset) -> None:
     node = _node_id()
     for evaluations, progress in enumerate(run_arm(engine, plan), start=1):
         metrics: dict[str, Any] = {
-            "trial_id": setup.trial_id,
+            "clr_trial": setup.trial_id,
             "node_id": node,
             "points": [] if progress.point is None else [asdict(progress.point)],
             "state": progress.state,
@@ -189,9 +184,10 @@ class _SinkCallback:
         self.ended: set[str] = set()
         self.range_result: dict[str, Any] | None = None
         self.range_node: str | None = None
+        self.range_error: str | None = None
 
     def result(self, result: Mapping[str, Any]) -> None:
-        trial_id = result.get("trial_id")
+        trial_id = result.get("clr_trial")
         if trial_id == RANGE_TEST_TRIAL_ID:
             self._range_result(result)
         elif trial_id in self.planned:
@@ -238,6 +234,7 @@ class _SinkCallback:
             return
         self.ended.add(trial_id)
         if trial_id == RANGE_TEST_TRIAL_ID:
+            self.range_error = message
             return
         self.sink.emit(
             TrialEnded(
@@ -251,34 +248,45 @@ class _SinkCallback:
         )
 
 
-def _tune_callback(forward: _SinkCallback) -> Any:
-    from ray import tune
+class _TuneCallback(tune.Callback):
+    """Hands Tune's trial events to the forwarder.
 
-    class SinkCallback(tune.Callback):
-        def on_trial_result(
-            self, iteration: int, trials: Any, trial: Any, result: dict[str, Any], **info: Any
-        ) -> None:
-            forward.result(result)
+    Tune pickles its callbacks and stopper into the experiment's state file for
+    `Tuner.restore`, which clrstudy does not use (a study's driver always starts a new
+    Tuner); their live parts (the sink, the cancel event) stay out of that file.
+    """
 
-        def on_trial_error(self, iteration: int, trials: Any, trial: Any, **info: Any) -> None:
-            error = trial.get_error()
-            message = f"{type(error).__name__}: {error}" if error else "trial failed"
-            forward.error(trial.config.get("trial", {}).get("trial_id"), message[-4000:])
+    def __init__(self, forward: _SinkCallback) -> None:
+        self.forward = forward
 
-    return SinkCallback()
+    def __getstate__(self) -> dict[str, Any]:
+        return {}
+
+    def on_trial_result(
+        self, iteration: int, trials: Any, trial: Any, result: dict[str, Any], **info: Any
+    ) -> None:
+        self.forward.result(result)
+
+    def on_trial_error(self, iteration: int, trials: Any, trial: Any, **info: Any) -> None:
+        error = trial.get_error()
+        message = f"{type(error).__name__}: {error}" if error else "trial failed"
+        self.forward.error(trial.config.get("trial", {}).get("trial_id"), message[-4000:])
 
 
-def _cancel_stopper(cancel: threading.Event) -> Any:
-    from ray import tune
+class _CancelStopper(tune.Stopper):
+    """Stops every trial once the study is cancelled."""
 
-    class CancelStopper(tune.Stopper):
-        def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
-            return cancel.is_set()
+    def __init__(self, cancel: threading.Event) -> None:
+        self.cancel = cancel
 
-        def stop_all(self) -> bool:
-            return cancel.is_set()
+    def __getstate__(self) -> dict[str, Any]:
+        return {}
 
-    return CancelStopper()
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return self.cancel.is_set()
+
+    def stop_all(self) -> bool:
+        return self.cancel.is_set()
 
 
 def _fit(
@@ -292,8 +300,6 @@ def _fit(
     forward: _SinkCallback,
     cancel: threading.Event,
 ) -> None:
-    from ray import tune
-
     resources = spec.resources_per_trial
     tuner = tune.Tuner(
         tune.with_resources(
@@ -302,19 +308,26 @@ def _fit(
         ),
         param_space={"trial": tune.grid_search(trials)},
         tune_config=tune.TuneConfig(
-            reuse_actors=True, max_concurrent_trials=options.max_concurrent_trials
+            reuse_actors=True,
+            max_concurrent_trials=options.max_concurrent_trials,
+            trial_name_creator=_trial_name,
+            trial_dirname_creator=_trial_name,
         ),
         run_config=tune.RunConfig(
             name=name,
             storage_path=str(Path(options.storage_path).resolve()),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            callbacks=[_tune_callback(forward)],
-            stop=_cancel_stopper(cancel),
+            callbacks=[_TuneCallback(forward), JsonLoggerCallback()],
+            stop=_CancelStopper(cancel),
             verbose=0,
         ),
     )
     tuner.fit()
+
+
+def _trial_name(trial: Any) -> str:
+    return str(trial.config["trial"]["trial_id"])
 
 
 def _flatten(trainable: Callable[[dict[str, Any], Dataset], None]) -> Callable[..., None]:
@@ -352,6 +365,7 @@ def _resolve_arms(
         for param in get_policy(arm.policy.name).params:
             if param.source == "budget" and param.name not in params:
                 params[param.name] = iterations
+        params = check_policy_params(arm.policy.name, params)  # complete, with defaults
         arms[arm.name] = {
             "optimizer": {"name": arm.optimizer.name, "options": dict(arm.optimizer.options)},
             "policy": {"name": arm.policy.name, "params": params},
@@ -418,7 +432,7 @@ def run_study(
         if cancel.is_set():
             return StudyOutcome("cancelled")
         if bounds is None:
-            raise StudyFailed("the range test trial failed; see its log in the Ray dashboard")
+            raise StudyFailed(f"the range test trial failed: {forward.range_error}")
 
     arms = _resolve_arms(spec, per_epoch, budget, bounds)
     sink.emit(ArmsResolved(arms))
@@ -484,7 +498,7 @@ def _range_test(
 ) -> Bounds | None:
     test = spec.range_test
     assert test is not None
-    iterations = test.iterations or max(2, round((test.epochs or 1) * per_epoch))
+    iterations = test.check_budget(per_epoch, options.limits)
     eval_every = test.eval_every or max(1, iterations // 30)
     config = {
         "trial_id": RANGE_TEST_TRIAL_ID,

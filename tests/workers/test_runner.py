@@ -85,7 +85,7 @@ def test_study_with_range_test_resolves_auto_and_reports_everything(tmp_path, ra
                 },
             },
         ],
-        range_test={"min_lr": 0.001, "max_lr": 1.0, "iterations": 120, "eval_every": 10},
+        range_test={"min_lr": 0.001, "max_lr": 1.0, "iterations": 300, "eval_every": 5},
     )
     sink = Collector()
     outcome = run_study(study, sink, options(tmp_path, ray_address))
@@ -121,7 +121,8 @@ def test_study_with_range_test_resolves_auto_and_reports_everything(tmp_path, ra
     assert all(e.node_id for e in sink.of(TrialStarted))
     # Seeds differ, so do their curves; the trained arms learn.
     assert sink.curve("tri-s0") != sink.curve("tri-s1")
-    assert all(sink.curve(t)[-1].accuracy > 0.8 for t in planned)
+    finals = {t: sink.curve(t)[-1].accuracy for t in planned}
+    assert all(finals[t] > sink.curve(t)[0].accuracy + 0.3 for t in planned), (bounds, finals)
 
 
 def test_a_killed_trial_resumes_from_its_checkpoint_with_the_same_curve(tmp_path, ray_address):

@@ -51,10 +51,15 @@ def curve(data, setup=SETUP, plan=PLAN):
     return [p.point for p in run_arm(engine, plan)], engine
 
 
+def values(points):
+    """A curve without its wall times, which no two runs share."""
+    return [(p.iteration, p.epoch, p.lr, p.train_loss, p.accuracy, p.loss) for p in points]
+
+
 def test_same_seed_same_curve_bit_for_bit(digits):
     first, engine_a = curve(digits)
     second, engine_b = curve(digits)
-    assert first == second
+    assert values(first) == values(second)
     for name, tensor in engine_a.model.state_dict().items():
         assert torch.equal(tensor, engine_b.model.state_dict()[name]), name
 
@@ -86,7 +91,7 @@ def test_resume_from_checkpoint_gives_the_same_curve(digits):
     restored = build_engine(SETUP, digits, 0.01)
     restored.load_state_dict(state)
     tail = [p.point for p in run_arm(restored, PLAN)]
-    assert head + tail == full
+    assert values(head + tail) == values(full)
 
 
 def test_absurd_lr_diverges(digits):

@@ -1,0 +1,119 @@
+"""The human entry point: a page listing the caller's studies, and a login that sets a cookie.
+
+A browser cannot send `Authorization: Bearer`, and a key in a URL ends up in logs and
+history, so POST /login takes the key in a form body and keeps it in an HttpOnly,
+SameSite=Strict cookie, which every route accepts in place of the header.
+"""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Annotated
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Cookie, Request, status
+from fastapi.responses import HTMLResponse, RedirectResponse
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import SESSION_COOKIE, StoreDep, visible_to
+from api.routes.studies import study_path
+from service.store import OwnerRecord, Store
+
+PAGE_SIZE = 200  # studies listed on the page; the API pages through the rest
+
+router = APIRouter(include_in_schema=False)
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:70rem;padding:0 1rem;color:#222}
+table{border-collapse:collapse;width:100%}th,td{padding:.35rem .6rem;text-align:left}
+tr:nth-child(even){background:#f4f4f4}th{border-bottom:2px solid #999}
+.error{color:#a00}header{display:flex;justify-content:space-between;align-items:baseline}
+"""
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>{body}</body></html>"
+    )
+
+
+def _login_page(message: str = "") -> str:
+    error = f'<p class="error" id="login-error">{escape(message)}</p>' if message else ""
+    return _page(
+        "clrstudy: log in",
+        "<h1>clrstudy</h1><p>Log in with your API key (from <code>clrstudy keys create</code>)."
+        f"</p>{error}"
+        '<form method="post" action="/login" id="login">'
+        '<label>API key <input type="password" name="api_key" autocomplete="off" required>'
+        '</label> <button type="submit">Log in</button></form>',
+    )
+
+
+def _studies_page(store: Store, owner: OwnerRecord) -> str:
+    studies, total = store.list_studies(owner_id=visible_to(owner), limit=PAGE_SIZE)
+    rows = []
+    for study in studies:
+        progress = store.progress(study.id)
+        path = study_path(study.id)
+        rows.append(
+            f"<tr><td>{escape(study.name)}</td><td>{study.status}</td><td>{study.phase}</td>"
+            f"<td>{progress.trials_done}/{progress.trials_total} trials, "
+            f"{progress.iterations_done:,}/{progress.iterations_total:,} iterations</td>"
+            f'<td><a href="{path}/report.html">report</a> '
+            f'<a href="{path}">JSON</a> <a href="{path}/report.csv">CSV</a></td></tr>'
+        )
+    more = f"<p>Showing the newest {PAGE_SIZE} of {total}.</p>" if total > len(studies) else ""
+    table = (
+        '<table id="studies"><tr><th>Name</th><th>Status</th><th>Phase</th><th>Progress</th>'
+        f"<th>Results</th></tr>{''.join(rows)}</table>{more}"
+        if studies
+        else '<p id="no-studies">No studies yet: submit one with <code>clrstudy submit '
+        "SPEC</code> or POST /api/v1/studies.</p>"
+    )
+    return _page(
+        "clrstudy: studies",
+        f'<header><h1>Studies</h1><form method="post" action="/logout">{escape(owner.name)} '
+        f'<button type="submit">Log out</button></form></header>{table}'
+        '<p><a href="/docs">API documentation</a></p>',
+    )
+
+
+@router.get("/", response_class=HTMLResponse)
+def index(
+    store: StoreDep, session: Annotated[str | None, Cookie(alias=SESSION_COOKIE)] = None
+) -> HTMLResponse:
+    """The caller's studies; the login form without a valid session."""
+    owner = store.authenticate(session) if session else None
+    if owner is None:
+        return HTMLResponse(_login_page())
+    return HTMLResponse(_studies_page(store, owner))
+
+
+@router.post("/login", response_model=None)
+async def login(request: Request, store: StoreDep) -> HTMLResponse | RedirectResponse:
+    """Check the form's `api_key`, keep it in the session cookie and go to the list."""
+    # Parsed here: FastAPI's Form() would need python-multipart for one urlencoded field.
+    form = parse_qs((await request.body()).decode("utf-8", errors="replace"))
+    key = (form.get("api_key") or [""])[0].strip()
+    if not key or await run_in_threadpool(store.authenticate, key) is None:
+        return HTMLResponse(
+            _login_page("That API key is not valid."), status_code=status.HTTP_401_UNAUTHORIZED
+        )
+    response = RedirectResponse("/", status_code=status.HTTP_303_SEE_OTHER)
+    response.set_cookie(
+        SESSION_COOKIE,
+        key,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    return response
+
+
+@router.post("/logout")
+def logout() -> RedirectResponse:
+    response = RedirectResponse("/", status_code=status.HTTP_303_SEE_OTHER)
+    response.delete_cookie(SESSION_COOKIE, httponly=True, samesite="strict")
+    return response

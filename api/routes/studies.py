@@ -1,0 +1,284 @@
+"""Studies: submit, list, follow, cancel, and read their results and reports."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Header, HTTPException, Query, Response, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, PlainTextResponse
+from pydantic import SkipValidation, ValidationError
+
+from api.deps import (
+    CurrentOwner,
+    DashboardUrl,
+    DispatcherDep,
+    OwnedStudy,
+    SettingsDep,
+    StoreDep,
+    visible_to,
+)
+from api.errors import (
+    CONFLICT,
+    NOT_FOUND,
+    TOO_LARGE,
+    TOO_MANY,
+    UNAUTHORIZED,
+    UNAVAILABLE,
+    not_found,
+)
+from api.schemas import (
+    ProgressView,
+    StudyLinks,
+    StudyPage,
+    StudyStatus,
+    StudyView,
+    TrialView,
+)
+from service.reports import build_report, render_csv, render_html
+from service.store import InvalidTransition, Store, StudyRecord
+from workers.spec import StudySpec
+
+API_PREFIX = "/api/v1"  # of every resource's router; the study links below carry it
+PREFIX = "/studies"
+ACTIVE_STATUSES = ("queued", "running")
+
+router = APIRouter(prefix=PREFIX, tags=["studies"], responses={**UNAUTHORIZED, **UNAVAILABLE})
+
+
+def study_path(study_id: str) -> str:
+    return f"{API_PREFIX}{PREFIX}/{study_id}"
+
+
+def study_view(study: StudyRecord, store: Store, dashboard_url: str) -> StudyView:
+    """The study as the API shows it, with its progress read now."""
+    progress = store.progress(study.id)
+    path = study_path(study.id)
+    job = study.submission_id
+    return StudyView(
+        id=study.id,
+        name=study.name,
+        owner_id=study.owner_id,
+        status=study.status,
+        phase=study.phase,
+        progress=ProgressView(**vars(progress)),
+        bounds=study.bounds,
+        ray_job_id=job,
+        ray_dashboard_url=f"{dashboard_url}/#/jobs/{job}" if job else None,
+        error=study.error,
+        cancel_requested=study.cancel_requested,
+        created_at=study.created_at,
+        started_at=study.started_at,
+        finished_at=study.finished_at,
+        spec=study.spec,
+        links=StudyLinks(
+            self=path,
+            trials=f"{path}/trials",
+            results=f"{path}/results",
+            report=f"{path}/report",
+            report_html=f"{path}/report.html",
+            report_csv=f"{path}/report.csv",
+            cancel=f"{path}/cancel",
+        ),
+    )
+
+
+def _body_error(error: Any) -> dict[str, Any]:
+    """A spec error as FastAPI reports a body error: located under "body", JSON-ready."""
+    ctx = {k: str(v) if isinstance(v, Exception) else v for k, v in error.get("ctx", {}).items()}
+    return {**error, "loc": ("body", *error["loc"]), **({"ctx": ctx} if ctx else {})}
+
+
+def _results(store: Store, study: StudyRecord) -> dict[str, Any]:
+    results = store.results(study.id)
+    if results is None:  # deleted since `owned_study` found it
+        raise not_found(study.id)
+    return results
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=StudyView,
+    summary="Submit a study",
+    responses={
+        202: {
+            "description": "Queued (or, for a repeated Idempotency-Key, the study that key "
+            "created); `Location` names the study.",
+            "headers": {
+                "Location": {"description": "The study's URL.", "schema": {"type": "string"}}
+            },
+        },
+        **TOO_LARGE,
+        **TOO_MANY,
+    },
+)
+def submit_study(
+    body: Annotated[StudySpec, SkipValidation, Body(description="The study to run.")],
+    response: Response,
+    owner: CurrentOwner,
+    store: StoreDep,
+    settings: SettingsDep,
+    dispatcher: DispatcherDep,
+    dashboard_url: DashboardUrl,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            min_length=1,
+            max_length=200,
+            description="Any unique string: a retried POST with the same key returns the study "
+            "the first one created instead of a second one.",
+        ),
+    ] = None,
+) -> StudyView:
+    """Validate the spec against the server's limits and queue it; the dispatcher starts it."""
+    # Validated here, not by FastAPI (SkipValidation), so that the settings' limits apply.
+    try:
+        spec = StudySpec.model_validate(body, context={"limits": settings.limits()})
+    except ValidationError as error:
+        errors = [_body_error(e) for e in error.errors(include_url=False)]
+        raise RequestValidationError(errors) from None
+    # A retry of an accepted POST returns its study even when the owner is at the limit now.
+    # TODO(store): a public lookup by idempotency key instead of the private `_by_key`.
+    known = store._by_key(owner.id, idempotency_key) if idempotency_key else None
+    if known is None:
+        active = sum(
+            store.list_studies(owner_id=owner.id, status=s, limit=0)[1] for s in ACTIVE_STATUSES
+        )
+        if active >= settings.max_running_studies_per_owner:
+            raise HTTPException(
+                status.HTTP_429_TOO_MANY_REQUESTS,
+                detail=f"you have {active} queued or running studies, the most allowed "
+                f"(MAX_RUNNING_STUDIES_PER_OWNER={settings.max_running_studies_per_owner}); "
+                "wait for one to end or cancel one",
+            )
+        known, created = store.create_study(
+            owner.id, spec.model_dump(mode="json"), spec.name, idempotency_key=idempotency_key
+        )
+        if created and dispatcher is not None:
+            dispatcher.wake()
+    response.headers["Location"] = study_path(known.id)
+    return study_view(known, store, dashboard_url)
+
+
+@router.get("", response_model=StudyPage, summary="List studies")
+def list_studies(
+    owner: CurrentOwner,
+    store: StoreDep,
+    dashboard_url: DashboardUrl,
+    limit: Annotated[int, Query(ge=1, le=200, description="Most studies on the page.")] = 50,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1, description="Studies to skip.")] = 0,
+    status_: Annotated[
+        StudyStatus | None, Query(alias="status", description="Only studies in this status.")
+    ] = None,
+    name: Annotated[
+        str | None,
+        Query(max_length=200, description="Only studies whose name contains this (any case)."),
+    ] = None,
+) -> StudyPage:
+    """The caller's studies (an admin's: everyone's), newest first."""
+    items, total = store.list_studies(
+        owner_id=visible_to(owner), status=status_, name=name, limit=limit, offset=offset
+    )
+    return StudyPage(
+        items=[study_view(s, store, dashboard_url) for s in items],
+        total=total,
+        limit=limit,
+        offset=offset,
+    )
+
+
+@router.get("/{study_id}", response_model=StudyView, summary="Get a study", responses=NOT_FOUND)
+def get_study(study: OwnedStudy, store: StoreDep, dashboard_url: DashboardUrl) -> StudyView:
+    """Status, phase, progress, bounds, per-arm best accuracy and the Ray job of a study."""
+    return study_view(study, store, dashboard_url)
+
+
+@router.post(
+    "/{study_id}/cancel",
+    response_model=StudyView,
+    summary="Cancel a study",
+    responses={**NOT_FOUND, **CONFLICT},
+)
+def cancel_study(
+    study: OwnedStudy, store: StoreDep, dispatcher: DispatcherDep, dashboard_url: DashboardUrl
+) -> StudyView:
+    """A queued study is cancelled at once; a running one is stopped (`cancel_requested`)."""
+    try:
+        cancelled = store.request_cancel(study.id)
+    except InvalidTransition as error:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(error)) from None
+    if cancelled is None:
+        raise not_found(study.id)
+    if dispatcher is not None:
+        dispatcher.wake()
+    return study_view(cancelled, store, dashboard_url)
+
+
+@router.get(
+    "/{study_id}/trials",
+    response_model=list[TrialView],
+    summary="List a study's trials",
+    responses=NOT_FOUND,
+)
+def list_trials(study: OwnedStudy, store: StoreDep) -> list[TrialView]:
+    """Every trial (arm x seed) in the order they were planned; empty before the study starts."""
+    return [TrialView(**vars(t)) for t in store.trials(study.id)]
+
+
+@router.get(
+    "/{study_id}/results",
+    summary="Get a study's results",
+    responses={
+        200: {"description": "The results document: docs/results-format.md (results.json)."},
+        **NOT_FOUND,
+    },
+)
+def get_results(study: OwnedStudy, store: StoreDep) -> dict[str, Any]:
+    """Every curve of the study: the same content as `clrstudy run`'s results.json."""
+    return _results(store, study)
+
+
+@router.get(
+    "/{study_id}/report",
+    summary="Get a study's comparison report (JSON)",
+    tags=["reports"],
+    responses={
+        200: {"description": "The comparison report; `partial` while the study runs."},
+        **NOT_FOUND,
+    },
+)
+def get_report(study: OwnedStudy, store: StoreDep) -> dict[str, Any]:
+    """Per arm: final accuracy with its CI, iterations to target, speedup, Welch's test."""
+    return build_report(_results(store, study))
+
+
+@router.get(
+    "/{study_id}/report.csv",
+    summary="Get a study's evaluation points (CSV)",
+    tags=["reports"],
+    response_class=PlainTextResponse,
+    responses={
+        200: {"content": {"text/csv": {}}, "description": "One row per evaluation point."},
+        **NOT_FOUND,
+    },
+)
+def get_report_csv(study: OwnedStudy, store: StoreDep) -> PlainTextResponse:
+    """Every evaluation point of every trial, tidy: one row each."""
+    return PlainTextResponse(
+        render_csv(_results(store, study)),
+        media_type="text/csv",
+        headers={"Content-Disposition": f'inline; filename="study-{study.id}.csv"'},
+    )
+
+
+@router.get(
+    "/{study_id}/report.html",
+    summary="Get a study's comparison report (HTML)",
+    tags=["reports"],
+    response_class=HTMLResponse,
+    responses={200: {"description": "A self-contained page with tables and plots."}, **NOT_FOUND},
+)
+def get_report_html(study: OwnedStudy, store: StoreDep) -> HTMLResponse:
+    """The report as a page a browser opens (the session cookie of POST /login is accepted)."""
+    return HTMLResponse(render_html(_results(store, study)))

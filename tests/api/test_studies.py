@@ -1,0 +1,313 @@
+"""The studies API on a real database: submit, list, get, cancel, results and reports."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from service.sinks import DatabaseSink
+from service.store import Store
+from workers.sink import PlannedTrial, StudyPlanned
+
+STUDIES = "/api/v1/studies"
+Headers = dict[str, str]
+
+
+def test_submit_answers_202_with_location_and_the_queued_study(
+    client: TestClient, alice: Headers, spec: Callable[..., dict[str, Any]]
+) -> None:
+    response = client.post(STUDIES, json=spec(), headers=alice)
+    assert response.status_code == 202
+    study = response.json()
+    assert response.headers["location"] == f"{STUDIES}/{study['id']}"
+    assert study["status"] == "queued"
+    assert study["name"] == "digits: triangular vs fixed"
+    # The stored spec is the normalised one: shorthands expanded, baseline filled in.
+    assert study["spec"]["seeds"] == [0, 1]
+    assert study["spec"]["dataset"] == {"name": "digits", "options": {}}
+    assert study["spec"]["baseline"] == "fixed"
+    assert study["ray_job_id"] is None and study["ray_dashboard_url"] is None
+    assert client.get(response.headers["location"], headers=alice).json() == study
+
+
+def test_get_shows_progress_bounds_best_accuracy_and_the_ray_job(
+    client: TestClient, alice: Headers, trained_study: str, settings: Any
+) -> None:
+    study = client.get(f"{STUDIES}/{trained_study}", headers=alice).json()
+    assert study["status"] == "succeeded"
+    assert study["phase"] == "done"
+    assert study["progress"]["trials_done"] == study["progress"]["trials_total"] == 4
+    assert study["progress"]["iterations_done"] == study["progress"]["iterations_total"] == 240
+    assert study["progress"]["best_accuracy"] == {
+        "fixed": pytest.approx(0.7),
+        "triangular": pytest.approx(0.95),
+    }
+    assert study["bounds"]["base_lr"] == 0.03
+    job = f"clrstudy-{trained_study}"
+    assert study["ray_job_id"] == job
+    dashboard = f"http://{settings.ray_dashboard_host}:{settings.ray_dashboard_port}"
+    assert study["ray_dashboard_url"] == f"{dashboard}/#/jobs/{job}"
+    assert study["started_at"] is not None and study["finished_at"] is not None
+    assert study["links"]["report_html"] == f"{STUDIES}/{trained_study}/report.html"
+
+
+def test_list_pages_newest_first_and_filters_by_status_and_name(
+    client: TestClient, alice: Headers, submit: Any
+) -> None:
+    ids = [submit(alice, name=f"run {i}")["id"] for i in range(3)]
+    submit(alice, name="Other THING")
+    client.post(f"{STUDIES}/{ids[0]}/cancel", headers=alice)
+
+    page = client.get(STUDIES, params={"limit": 2, "offset": 1}, headers=alice).json()
+    assert (page["total"], page["limit"], page["offset"]) == (4, 2, 1)
+    assert [s["id"] for s in page["items"]] == [ids[2], ids[1]]
+
+    cancelled = client.get(STUDIES, params={"status": "cancelled"}, headers=alice).json()
+    assert [s["id"] for s in cancelled["items"]] == [ids[0]]
+    named = client.get(STUDIES, params={"name": "thing"}, headers=alice).json()
+    assert [s["name"] for s in named["items"]] == ["Other THING"]
+
+
+def test_bad_list_parameters_are_422_naming_the_parameter(
+    client: TestClient, alice: Headers
+) -> None:
+    for params in ({"status": "paused"}, {"limit": 0}, {"limit": 201}, {"offset": -1}):
+        response = client.get(STUDIES, params=params, headers=alice)
+        assert response.status_code == 422, params
+        assert response.json()["detail"][0]["loc"] == ["query", next(iter(params))]
+
+
+def test_an_idempotency_key_makes_a_retry_return_the_same_study(
+    client: TestClient, alice: Headers, bob: Headers, spec: Callable[..., dict[str, Any]]
+) -> None:
+    first = client.post(STUDIES, json=spec(), headers={**alice, "Idempotency-Key": "k-1"})
+    retry = client.post(STUDIES, json=spec(), headers={**alice, "Idempotency-Key": "k-1"})
+    assert first.status_code == retry.status_code == 202
+    assert retry.json() == first.json()
+    assert retry.headers["location"] == first.headers["location"]
+    # Keys are per owner: Bob's "k-1" is his own study.
+    other = client.post(STUDIES, json=spec(), headers={**bob, "Idempotency-Key": "k-1"})
+    assert other.status_code == 202 and other.json()["id"] != first.json()["id"]
+    assert client.get(STUDIES, headers=alice).json()["total"] == 1
+
+
+def test_the_owner_limit_counts_queued_and_running_studies(
+    client: TestClient, store: Store, alice: Headers, bob: Headers, submit: Any, spec: Any
+) -> None:
+    ids = [submit(alice, name=f"run {i}")["id"] for i in range(5)]  # the limit is 5
+    store.transition(ids[0], "running", expected={"queued"})
+    too_many = client.post(STUDIES, json=spec(), headers=alice)
+    assert too_many.status_code == 429
+    assert "5 queued or running" in too_many.json()["detail"]
+    assert "MAX_RUNNING_STUDIES_PER_OWNER" in too_many.json()["detail"]
+    submit(bob)  # another owner's count is his own
+    # A retry of a POST that was accepted still returns its study at the limit.
+    client.post(f"{STUDIES}/{ids[1]}/cancel", headers=alice)
+    keyed = client.post(STUDIES, json=spec(), headers={**alice, "Idempotency-Key": "again"})
+    assert keyed.status_code == 202
+    retry = client.post(STUDIES, json=spec(), headers={**alice, "Idempotency-Key": "again"})
+    assert retry.status_code == 202 and retry.json()["id"] == keyed.json()["id"]
+
+
+INVALID_SPECS: list[tuple[dict[str, Any], list[str], list[str]]] = [
+    ({"dataset": "imagenet"}, ["body", "dataset"], ["'imagenet'", "known: digits"]),
+    ({"range_test": None}, ["body"], ["'auto'", "no range_test"]),
+    ({"iterations": 20_000}, ["body"], ["iterations is 20000", "limit of 10000"]),
+    ({"seeds": 5}, ["body", "seeds"], ["give 1 to 4 seeds"]),
+    ({"batch_size": 0}, ["body", "batch_size"], ["greater than or equal to 1"]),
+    ({"arms": "fixed"}, ["body", "arms"], ["valid list"]),
+    ({"unknown": 1}, ["body", "unknown"], ["Extra inputs"]),
+]
+
+
+def test_invalid_specs_are_422_naming_the_field_and_store_nothing(
+    client: TestClient, alice: Headers, spec: Callable[..., dict[str, Any]]
+) -> None:
+    for changes, loc, words in INVALID_SPECS:
+        response = client.post(STUDIES, json=spec(**changes), headers=alice)
+        assert response.status_code == 422, changes
+        error = next(e for e in response.json()["detail"] if e["loc"] == loc)
+        assert {"loc", "msg", "type"} <= error.keys()
+        for word in words:
+            assert word in error["msg"], (changes, error)
+    for body in (b"[1, 2]", b"not json", b'"a string"', b"", b'{"name": "x"'):
+        headers = {**alice, "Content-Type": "application/json"}
+        assert client.post(STUDIES, content=body, headers=headers).status_code == 422, body
+    assert client.get(STUDIES, headers=alice).json()["total"] == 0
+
+
+def test_bodies_over_the_limit_are_413(client: TestClient, alice: Headers) -> None:
+    headers = {**alice, "Content-Type": "application/json"}
+    big = b" " * (2 * 1024 * 1024)
+    assert client.post(STUDIES, content=big, headers=headers).status_code == 413
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the streamed size counts
+        for _ in range(32):
+            yield b" " * 65536
+
+    streamed = client.post(STUDIES, content=chunks(), headers=headers)
+    assert streamed.status_code == 413
+    assert "1048576 bytes" in streamed.json()["detail"]
+    assert client.get(STUDIES, headers=alice).json()["total"] == 0
+
+
+def test_requests_without_a_valid_key_are_401(client: TestClient) -> None:
+    for headers in ({}, {"Authorization": "Bearer clr_nope"}, {"Authorization": "Basic YTpi"}):
+        for method, path in (("GET", STUDIES), ("POST", STUDIES), ("GET", "/api/v1/catalog")):
+            response = client.request(method, path, headers=headers, json={})
+            assert response.status_code == 401, (headers, path)
+            assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_a_revoked_key_is_refused(client: TestClient, store: Store) -> None:
+    record, key = store.create_api_key("carol")
+    headers = {"Authorization": f"Bearer {key}"}
+    assert client.get(STUDIES, headers=headers).status_code == 200
+    store.revoke_api_key(record.id)
+    assert client.get(STUDIES, headers=headers).status_code == 401
+
+
+def test_owners_cannot_see_or_cancel_each_others_studies(
+    client: TestClient, alice: Headers, bob: Headers, admin: Headers, submit: Any
+) -> None:
+    mine = submit(alice)["id"]
+    theirs = submit(bob)["id"]
+    for path in ("", "/trials", "/results", "/report", "/report.csv", "/report.html"):
+        assert client.get(f"{STUDIES}/{theirs}{path}", headers=alice).status_code == 404
+    assert client.post(f"{STUDIES}/{theirs}/cancel", headers=alice).status_code == 404
+    assert client.get(f"{STUDIES}/{theirs}", headers=bob).json()["status"] == "queued"
+    assert [s["id"] for s in client.get(STUDIES, headers=alice).json()["items"]] == [mine]
+    seen = {s["id"] for s in client.get(STUDIES, headers=admin).json()["items"]}
+    assert seen == {mine, theirs}
+    assert client.get(f"{STUDIES}/{theirs}", headers=admin).status_code == 200
+
+
+def test_unknown_or_malformed_ids_are_404(client: TestClient, alice: Headers) -> None:
+    unknown = "0b7d6f0e-3c1a-4f59-9a51-2f0c8f1f6a1e"
+    for study_id in ("nope", "1", unknown, unknown.upper(), "%00", "x" * 500):
+        for path in ("", "/trials", "/report"):
+            response = client.get(f"{STUDIES}/{study_id}{path}", headers=alice)
+            assert response.status_code == 404, (study_id, path)
+            assert "no study" in response.json()["detail"]
+        assert client.post(f"{STUDIES}/{study_id}/cancel", headers=alice).status_code == 404
+
+
+def test_cancel_a_queued_study_then_again_is_409(
+    client: TestClient, alice: Headers, submit: Any
+) -> None:
+    study_id = submit(alice)["id"]
+    cancelled = client.post(f"{STUDIES}/{study_id}/cancel", headers=alice)
+    assert cancelled.status_code == 200
+    assert cancelled.json()["status"] == "cancelled"
+    again = client.post(f"{STUDIES}/{study_id}/cancel", headers=alice)
+    assert again.status_code == 409
+    assert "cancelled" in again.json()["detail"]
+
+
+def test_cancel_a_running_study_asks_the_dispatcher_to_stop_it(
+    client: TestClient, store: Store, alice: Headers, submit: Any
+) -> None:
+    study_id = submit(alice)["id"]
+    store.transition(study_id, "running", expected={"queued"})
+    study = client.post(f"{STUDIES}/{study_id}/cancel", headers=alice).json()
+    assert (study["status"], study["cancel_requested"]) == ("running", True)
+
+
+def test_a_queued_study_has_empty_trials_and_results(
+    client: TestClient, alice: Headers, submit: Any
+) -> None:
+    study_id = submit(alice)["id"]
+    assert client.get(f"{STUDIES}/{study_id}/trials", headers=alice).json() == []
+    results = client.get(f"{STUDIES}/{study_id}/results", headers=alice).json()
+    assert (results["format"], results["status"], results["trials"]) == (1, "queued", [])
+    csv_text = client.get(f"{STUDIES}/{study_id}/report.csv", headers=alice).text
+    assert csv_text.splitlines()[0].startswith("study,arm,seed")
+    assert len(csv_text.splitlines()) == 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="service.reports.build_report refuses a results document without resolved arms "
+    "(a queued study, or one in its range test): the reports module is to answer with an "
+    "empty, partial report; remove this mark then",
+)
+@pytest.mark.parametrize("planned", [False, True], ids=["queued", "in range test"])
+def test_a_study_without_finished_trials_has_a_report_saying_so(
+    client: TestClient, store: Store, alice: Headers, submit: Any, planned: bool
+) -> None:
+    study_id = submit(alice)["id"]
+    if planned:
+        store.transition(study_id, "running", expected={"queued"})
+        trials = (PlannedTrial("fixed-s0", "fixed", 0, 60),)
+        DatabaseSink(store, study_id).emit(StudyPlanned(21, trials))
+    report = client.get(f"{STUDIES}/{study_id}/report", headers=alice)
+    assert report.status_code == 200
+    assert report.json()["partial"] is True
+    assert report.json()["trials"]["finished"] == 0
+    html = client.get(f"{STUDIES}/{study_id}/report.html", headers=alice)
+    assert html.status_code == 200 and 'id="partial"' in html.text
+
+
+def test_a_run_study_has_trials_results_and_reports_with_its_arms(
+    client: TestClient, alice: Headers, trained_study: str
+) -> None:
+    base = f"{STUDIES}/{trained_study}"
+    trials = client.get(f"{base}/trials", headers=alice).json()
+    assert [(t["trial_id"], t["state"]) for t in trials] == [
+        ("fixed-s0", "completed"),
+        ("fixed-s1", "completed"),
+        ("triangular-s0", "completed"),
+        ("triangular-s1", "completed"),
+    ]
+    results = client.get(f"{base}/results", headers=alice).json()
+    assert results["status"] == "succeeded"
+    assert [len(t["points"]) for t in results["trials"]] == [7, 7, 7, 7]
+    assert len(results["range_test"]["points"]) == 100
+
+    report = client.get(f"{base}/report", headers=alice).json()
+    assert report["partial"] is False
+    assert [row["arm"] for row in report["arms"]] == ["fixed", "triangular"]
+    assert report["baseline"] == "fixed"
+    assert report["verdicts"]
+
+    response = client.get(f"{base}/report.csv", headers=alice)
+    assert response.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert len(rows) == 4 * 7
+    assert {r["arm"] for r in rows} == {"fixed", "triangular"}
+
+    html = client.get(f"{base}/report.html", headers=alice)
+    assert html.headers["content-type"].startswith("text/html")
+    assert "triangular" in html.text and "<svg" in html.text
+
+
+def test_an_unreachable_database_is_503_and_loses_nothing(
+    outage: Any, settings_for: Any, spec: Callable[..., dict[str, Any]]
+) -> None:
+    app = create_app(settings_for(outage.url), run_studies=False)
+    with TestClient(app) as client:
+        _, key = app.state.store.create_api_key("alice")
+        headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": "once"}
+        outage.down(app)
+        refused = client.post(STUDIES, json=spec(), headers=headers)
+        assert refused.status_code == 503
+        assert "database is unavailable" in refused.json()["detail"]
+        assert refused.headers["retry-after"] == "5"
+        assert client.get(STUDIES, headers=headers).status_code == 503
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["database"].startswith("unreachable")
+        assert client.get("/healthz").status_code == 200
+
+        outage.up()
+        accepted = client.post(STUDIES, json=spec(), headers=headers)
+        assert accepted.status_code == 202
+        retried = client.post(STUDIES, json=spec(), headers=headers)
+        assert retried.json()["id"] == accepted.json()["id"]
+        assert client.get(STUDIES, headers=headers).json()["total"] == 1
+        assert client.get("/readyz").status_code == 200
