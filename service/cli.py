@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import re
 import sys
 import threading
 from collections.abc import Sequence
@@ -109,8 +111,10 @@ def _run(args: argparse.Namespace) -> int:
         storage_path=str(out / "ray"),
         ray_address=args.ray_address,
         data_root=args.data_root,
-        experiment=spec.name.replace(" ", "_")[:40] or "study",
+        experiment=re.sub(r"[^A-Za-z0-9_-]+", "_", spec.name)[:40].strip("_") or "study",
     )
+    # Ray's own notices would scroll the progress display away; errors still show.
+    logging.getLogger("ray").setLevel(logging.ERROR)
     cancel = threading.Event()
     status, error = "failed", None
     with ProgressDisplay(document, console) as display:
@@ -122,19 +126,31 @@ def _run(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             cancel.set()
             status, error = "cancelled", "interrupted"
-    document.finish(status, error)
-    console.print(f"study {status}; results in {out / 'results.json'}")
+    results = document.finish(status, error)
+    _write_reports(results, out)
+    console.print(f"study {status}; results and reports in {out}/")
     if error:
         console.print(f"[red]{error}[/red]")
     return 0 if status == "succeeded" else 1
 
 
-def _list(args: argparse.Namespace) -> int:
-    from workers.optimizers import OPTIMIZERS
+def _write_reports(results: dict[str, Any], out: Path) -> None:
+    """report.json and report.html beside results.json."""
+    from service.reports import build_report, render_html
+    from workers.results import write_json
 
+    report = build_report(results)
+    write_json(out / "report.json", report)
+    (out / "report.html").write_text(render_html(results, report), encoding="utf-8")
+    for line in report["verdicts"]:
+        print(line)
+
+
+def _list(args: argparse.Namespace) -> int:
     from clr.policies import POLICIES
     from workers.datasets import DATASETS
     from workers.models import MODELS
+    from workers.optimizers import OPTIMIZERS
 
     registries: dict[str, Any] = {
         "datasets": DATASETS,
@@ -151,6 +167,147 @@ def _list(args: argparse.Namespace) -> int:
         if params:
             print(f"{'':<14} params: {params}")
     return 0
+
+
+# --------------------------------------------------------------------------------------
+# the service
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.main import create_app
+    from service.settings import get_settings
+
+    settings = get_settings()
+    uvicorn.run(
+        create_app(settings),
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        log_level="info",
+    )
+    return 0
+
+
+def _db(args: argparse.Namespace) -> int:
+    from service.db import upgrade
+    from service.settings import get_settings
+
+    url = get_settings().database_url
+    upgrade(url)
+    print(f"database at {_safe_url(url)} is at the latest revision")
+    return 0
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _keys_create(args: argparse.Namespace) -> int:
+    from service.db import make_engine, upgrade
+    from service.settings import get_settings
+    from service.store import Store
+
+    url = get_settings().database_url
+    upgrade(url)
+    record, key = Store(make_engine(url)).create_api_key(args.name, admin=args.admin)
+    print(key)
+    role = "admin" if record.owner.admin else "owner"
+    print(
+        f"API key {record.prefix}... for {role} {record.owner.name!r}; shown only once",
+        file=sys.stderr,
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+# client commands: CLRSTUDY_URL and CLRSTUDY_TOKEN say which server and who
+class ClientError(RuntimeError):
+    pass
+
+
+def _client() -> Any:
+    import httpx
+
+    url = os.environ.get("CLRSTUDY_URL", "http://127.0.0.1:8000").rstrip("/")
+    token = os.environ.get("CLRSTUDY_TOKEN")
+    if not token:
+        raise ClientError("set CLRSTUDY_TOKEN to an API key (clrstudy keys create NAME)")
+    return httpx.Client(
+        base_url=f"{url}/api/v1", headers={"Authorization": f"Bearer {token}"}, timeout=30.0
+    )
+
+
+def _call(method: str, path: str, **kwargs: Any) -> Any:
+    import httpx
+
+    try:
+        with _client() as client:
+            response = client.request(method, path, **kwargs)
+    except httpx.HTTPError as error:
+        raise ClientError(f"cannot reach the clrstudy server: {error}") from error
+    if response.status_code >= 400:
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text
+        if isinstance(detail, list):
+            detail = "\n".join(
+                f"{'.'.join(str(p) for p in d.get('loc', []))}: {d.get('msg')}" for d in detail
+            )
+        raise ClientError(f"{response.status_code}: {detail}")
+    return response
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from workers.spec import load_spec
+
+    spec = load_spec(args.spec)
+    headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else {}
+    study = _call("POST", "/studies", json=spec.model_dump(mode="json"), headers=headers).json()
+    print(study["id"])
+    print(f"submitted {study['name']!r}: {study['status']}", file=sys.stderr)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    study = _call("GET", f"/studies/{args.id}").json()
+    progress = study.get("progress") or {}
+    print(f"{study['name']}: {study['status']} ({study.get('phase')})")
+    print(
+        f"trials {progress.get('trials_done', 0)}/{progress.get('trials_total', 0)}, "
+        f"iterations {progress.get('iterations_done', 0)}/{progress.get('iterations_total', 0)}"
+    )
+    for arm, accuracy in (progress.get("best_accuracy") or {}).items():
+        print(f"  {arm:<24} best accuracy so far {accuracy:.2%}")
+    if study.get("error"):
+        print(f"error: {study['error']}")
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    study = _call("POST", f"/studies/{args.id}/cancel").json()
+    print(f"{study['id']}: {study['status']}")
+    return 0
+
+
+def _download(path: str, out: str | None) -> int:
+    body = _call("GET", path).content
+    if out:
+        Path(out).write_bytes(body)
+        print(f"wrote {out}", file=sys.stderr)
+    else:
+        sys.stdout.write(body.decode())
+    return 0
+
+
+def _results(args: argparse.Namespace) -> int:
+    return _download(f"/studies/{args.id}/results", args.output)
+
+
+def _report(args: argparse.Namespace) -> int:
+    suffix = {"json": "", "html": ".html", "csv": ".csv"}[args.format]
+    return _download(f"/studies/{args.id}/report{suffix}", args.output)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,12 +331,55 @@ def build_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", help="list what a spec may name")
     listing.add_argument("what", choices=["datasets", "models", "optimizers", "policies"])
     listing.set_defaults(handler=_list)
+
+    serve = commands.add_parser("serve", help="run the REST service (settings: environment)")
+    serve.add_argument("--host", default=None, help="interface (default: $HOST)")
+    serve.add_argument("--port", type=int, default=None, help="port (default: $PORT)")
+    serve.set_defaults(handler=_serve)
+
+    db = commands.add_parser("db", help="database maintenance")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    db_commands.add_parser("upgrade", help="apply every migration").set_defaults(handler=_db)
+
+    keys = commands.add_parser("keys", help="API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = key_commands.add_parser("create", help="create a key and print it once")
+    create.add_argument("name", help="the key's owner")
+    create.add_argument("--admin", action="store_true", help="may see every owner's studies")
+    create.set_defaults(handler=_keys_create)
+
+    submit = commands.add_parser("submit", help="submit a study spec to the server")
+    submit.add_argument("spec", help="study spec, YAML or JSON")
+    submit.add_argument("--idempotency-key", default=None, help="retry-safe submission key")
+    submit.set_defaults(handler=_submit)
+    for name, handler, text in (
+        ("status", _status, "a study's status and progress"),
+        ("cancel", _cancel, "cancel a study"),
+    ):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("id", help="study id")
+        command.set_defaults(handler=handler)
+    results = commands.add_parser("results", help="a study's results document (JSON)")
+    results.add_argument("id", help="study id")
+    results.add_argument("-o", "--output", default=None, help="file (default: stdout)")
+    results.set_defaults(handler=_results)
+    report = commands.add_parser("report", help="a study's comparison report")
+    report.add_argument("id", help="study id")
+    report.add_argument("--format", choices=["html", "json", "csv"], default="html")
+    report.add_argument("-o", "--output", default=None, help="file (default: stdout)")
+    report.set_defaults(handler=_report)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    result: int = args.handler(args)
+    from workers.spec import SpecError
+
+    try:
+        result: int = args.handler(args)
+    except (ClientError, SpecError) as error:
+        print(f"clrstudy: {error}", file=sys.stderr)
+        return 2
     return result
 
 

@@ -52,7 +52,7 @@ from workers.trials import (
     run_range_test,
 )
 
-CHECKPOINT_EVERY = 4  # evaluations between checkpoints of an arm trial
+CHECKPOINT_EVERY = 4  # evaluations between checkpoints of an arm trial, at the most
 CHECKPOINT_FILE = "trial.pt"
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's console tables: we show our own
 # Of Tune's default loggers only the JSON one is kept (`_fit` adds it): TensorBoard's and the
@@ -74,6 +74,9 @@ class RunOptions:
     experiment: str = "study"  # folder name under storage_path
     limits: Limits = field(default_factory=Limits)
     max_concurrent_trials: int | None = None  # None: as many as the resources allow
+    # Seconds between an arm trial's checkpoints, at the least: a crashed trial repeats at
+    # most this much work, and short trials don't spend their time writing checkpoints.
+    checkpoint_every_s: float = 10.0
     # Test hook: trial_id -> iteration at which that trial's process exits once, abruptly.
     fail_once_at: Mapping[str, int] = field(default_factory=dict)
 
@@ -149,6 +152,7 @@ def arm_trainable(config: dict[str, Any], data: Dataset) -> None:
             engine.load_state_dict(torch.load(Path(folder) / CHECKPOINT_FILE, weights_only=False))
     fail_at = config.get("fail_once_at")
     node = _node_id()
+    last_checkpoint = time.monotonic()
     for evaluations, progress in enumerate(run_arm(engine, plan), start=1):
         metrics: dict[str, Any] = {
             "clr_trial": setup.trial_id,
@@ -158,7 +162,9 @@ def arm_trainable(config: dict[str, Any], data: Dataset) -> None:
             "iterations_done": progress.iteration,
             "wall_s": engine.elapsed_s,
         }
-        if progress.state is None and evaluations % CHECKPOINT_EVERY == 0:
+        due = time.monotonic() - last_checkpoint >= config["checkpoint_every_s"]
+        if progress.state is None and evaluations % CHECKPOINT_EVERY == 0 and due:
+            last_checkpoint = time.monotonic()
             with tempfile.TemporaryDirectory() as folder:
                 torch.save(engine.state_dict(), Path(folder) / CHECKPOINT_FILE)
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
@@ -442,6 +448,7 @@ def run_study(
         config: dict[str, Any] = {
             "trial_id": trial.trial_id,
             "cpus": spec.resources_per_trial.cpu,
+            "checkpoint_every_s": options.checkpoint_every_s,
             "setup": _setup_dict(spec, trial.trial_id, trial.seed, arm["optimizer"]),
             "plan": asdict(
                 ArmPlan(

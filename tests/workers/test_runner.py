@@ -135,7 +135,13 @@ def test_a_killed_trial_resumes_from_its_checkpoint_with_the_same_curve(tmp_path
     # 120, after points 100 and 120 were sent, so the resumed run repeats them.
     study = spec([arm], iterations=200, eval_every=20, seeds=[0])
     interrupted = Collector()
-    opts = options(tmp_path, ray_address, experiment="crash", fail_once_at={"tri-s0": 120})
+    opts = options(
+        tmp_path,
+        ray_address,
+        experiment="crash",
+        fail_once_at={"tri-s0": 120},
+        checkpoint_every_s=0.0,
+    )
     assert run_study(study, interrupted, opts).status == "succeeded"
     assert (tmp_path / "ray" / "crash-tri-s0.failed").exists()  # it did die once
     clean = Collector()
