@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -32,6 +33,20 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 120.0
+AUXILIARY_PORTS = (
+    "ray-client-server-port",
+    "dashboard-agent-listen-port",
+    "dashboard-agent-grpc-port",
+    "metrics-export-port",
+    "runtime-env-agent-port",
+)
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on at the moment."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 class RayUnavailable(RuntimeError):
@@ -71,9 +86,21 @@ class RayCluster:
         # 401 without the token still proves the dashboard is up.
         return response.status_code in (200, 401)
 
+    @property
+    def _pid_file(self) -> Path:
+        folder = Path(self.settings.storage_path).resolve().parent
+        return folder / f"ray-head-{self.settings.ray_head_port}.pid"
+
     def start(self) -> None:
-        """Start the local head unless one already answers; no-op for a given cluster."""
-        if not self.local or self.reachable():
+        """Start the local head unless one already answers; no-op for a given cluster.
+
+        A head that answers already is the one an earlier service process started (it
+        outlives a crash): it is adopted, and stopped on shutdown like one started here.
+        """
+        if not self.local:
+            return
+        if self.reachable():
+            log.info("using the local Ray head already running at %s", self.dashboard_url)
             return
         ray = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
         command = [
@@ -87,6 +114,9 @@ class RayCluster:
             f"--dashboard-port={self.settings.ray_dashboard_port}",
             "--include-dashboard=true",
             "--disable-usage-stats",
+            # Ray's fixed defaults for these (10001, 52365, ...) may be taken, by another
+            # Ray among others: free ones, chosen now.
+            *(f"--{name}={free_port()}" for name in AUXILIARY_PORTS),
         ]
         if self.settings.ray_num_cpus is not None:
             command.append(f"--num-cpus={self.settings.ray_num_cpus}")
@@ -101,6 +131,7 @@ class RayCluster:
                 env=head_environment(self.settings),
                 start_new_session=True,
             )
+        self._pid_file.write_text(str(self.process.pid))
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -116,18 +147,31 @@ class RayCluster:
         raise RayUnavailable(f"the local Ray head did not answer within {START_TIMEOUT_S:.0f} s")
 
     def stop(self) -> None:
-        """Stop the head this process started (and every Ray process it spawned)."""
-        if self.process is None:
+        """Stop the local head (and every Ray process it spawned); a given cluster stays."""
+        if not self.local:
             return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=30)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-        self.process = None
+        if self.process is not None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+                self.process.wait(timeout=30)
+            except ProcessLookupError:
+                pass
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+            self.process = None
+        elif self._pid_file.exists():
+            # Adopted from an earlier service process: its process group, by its pid file.
+            pgid = int(self._pid_file.read_text())
+            try:
+                os.killpg(pgid, signal.SIGTERM)
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline and self.reachable():
+                    time.sleep(0.5)
+                os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self._pid_file.unlink(missing_ok=True)
 
     def jobs(self) -> JobSubmissionClient:
         from ray.job_submission import JobSubmissionClient

@@ -4,7 +4,6 @@ every test that uses it runs on SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,14 +13,9 @@ from sqlalchemy import text
 from sqlalchemy.pool import NullPool
 
 from service.db import database_url, make_engine
+from service.ray_cluster import free_port
 
 os.environ.setdefault("RAY_AUTH_MODE", "token")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

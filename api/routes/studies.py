@@ -173,7 +173,13 @@ def list_studies(
     ] = None,
     name: Annotated[
         str | None,
-        Query(max_length=200, description="Only studies whose name contains this (any case)."),
+        Query(
+            max_length=200,
+            # Study names are printable; PostgreSQL refuses a NUL in a query outright.
+            pattern=r"^[^\x00-\x1f\x7f]*$",
+            description="Only studies whose name contains this (any case; no control "
+            "characters).",
+        ),
     ] = None,
 ) -> StudyPage:
     """The caller's studies (an admin's: everyone's), newest first."""

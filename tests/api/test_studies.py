@@ -77,7 +77,8 @@ def test_list_pages_newest_first_and_filters_by_status_and_name(
 def test_bad_list_parameters_are_422_naming_the_parameter(
     client: TestClient, alice: Headers
 ) -> None:
-    for params in ({"status": "paused"}, {"limit": 0}, {"limit": 201}, {"offset": -1}):
+    bad = ({"status": "paused"}, {"limit": 0}, {"limit": 201}, {"offset": -1}, {"name": "a\x00"})
+    for params in bad:
         response = client.get(STUDIES, params=params, headers=alice)
         assert response.status_code == 422, params
         assert response.json()["detail"][0]["loc"] == ["query", next(iter(params))]

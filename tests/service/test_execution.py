@@ -1,0 +1,240 @@
+"""The service end to end: real `clrstudy serve` processes, a real embedded Ray head, Ray Jobs.
+
+One service (and its Ray head) per database serves every scenario in turn, since a head
+takes 10-30 s to start here: a study survives a SIGKILL of the API process and finishes
+with every point stored once; a study cancelled during its range test and one cancelled
+during its trials end `cancelled` with their Ray jobs stopped and no trial process left.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from service.db import make_engine, upgrade
+from service.models import EvalPoint, Trial
+from service.ray_cluster import RayCluster, free_port
+from service.settings import Settings
+from service.store import Store
+
+pytestmark = pytest.mark.slow
+START_TIMEOUT_S = 180.0
+
+
+def small_spec(name: str, *, iterations: int, range_test: bool = True) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "name": name,
+        "dataset": "digits",
+        "model": "mlp",
+        "batch_size": 64,
+        "iterations": iterations,
+        "eval_every": 25,
+        "seeds": [0, 1],
+        "arms": [
+            {"name": "fixed", "optimizer": "sgd", "policy": {"name": "fixed", "lr": 0.05}},
+            {
+                "name": "tri",
+                "optimizer": "sgd",
+                "policy": {
+                    "name": "triangular",
+                    "base_lr": "auto",
+                    "max_lr": "auto",
+                    "step_size": 50,
+                },
+            },
+        ],
+        "resources_per_trial": {"cpu": 1},
+    }
+    if range_test:
+        spec["range_test"] = {"min_lr": 0.001, "max_lr": 1.0, "iterations": 200, "eval_every": 5}
+    else:
+        spec["arms"] = spec["arms"][:1]
+    return spec
+
+
+class Service:
+    """A `clrstudy serve` process; its Ray head outlives it unless it stops cleanly."""
+
+    def __init__(self, root: Path, database_url: str) -> None:
+        self.root = root
+        self.port = free_port()
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "HOST": "127.0.0.1",
+            "PORT": str(self.port),
+            "RAY_HEAD_PORT": str(free_port()),
+            "RAY_DASHBOARD_PORT": str(free_port()),
+            "RAY_NUM_CPUS": "2",
+            "STORAGE_PATH": str(root / "ray_results"),
+            "MAX_RUNNING_STUDIES": "1",
+        }
+        self.env.pop("RAY_ADDRESS", None)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        log = open(self.root / "service.log", "ab")  # noqa: SIM115 - closed with the process
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "serve"],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        wait_for(lambda: self._ready(), START_TIMEOUT_S, "the service to be ready", self)
+
+    def _ready(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"the service exited:\n{self.log()}")
+        try:
+            return httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()  # SIGKILL: no shutdown code runs
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            self.process.wait(timeout=120)
+
+    def log(self) -> str:
+        return (self.root / "service.log").read_text(errors="replace")[-6000:]
+
+    @property
+    def dashboard(self) -> str:
+        return f"http://127.0.0.1:{self.env['RAY_DASHBOARD_PORT']}"
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, service: Service) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}; service log:\n{service.log()}")
+
+
+@pytest.fixture
+def service(db_url: str, tmp_path: Path) -> Iterator[Service]:
+    upgrade(db_url)
+    running = Service(tmp_path, db_url)
+    try:
+        yield running
+    finally:
+        running.stop()
+        # A service that did not stop cleanly leaves its head: stop it the same way.
+        settings = Settings(
+            database_url=db_url,
+            ray_head_port=int(running.env["RAY_HEAD_PORT"]),
+            ray_dashboard_port=int(running.env["RAY_DASHBOARD_PORT"]),
+            storage_path=running.env["STORAGE_PATH"],
+        )
+        RayCluster(settings).stop()
+
+
+def study_processes(study_id: str) -> list[str]:
+    """The study's job driver and Tune trial actors (`ray::ImplicitFunc`) still running."""
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
+    return [
+        line
+        for line in out.stdout.splitlines()
+        if "ray::ImplicitFunc" in line or f"service.driver {study_id}" in line
+    ]
+
+
+def test_studies_survive_an_api_crash_and_cancel_cleanly(service: Service, db_url: str) -> None:
+    store = Store(make_engine(db_url))
+    _, key = store.create_api_key("alice")
+    headers = {"Authorization": f"Bearer {key}"}
+    service.start()
+    api = httpx.Client(base_url=f"{service.url}/api/v1", headers=headers, timeout=30)
+
+    def study(study_id: str) -> dict[str, Any]:
+        return api.get(f"/studies/{study_id}").json()
+
+    # 1. A study runs as a Ray job; the API process dies mid-run; a new one takes over.
+    response = api.post("/studies", json=small_spec("crash", iterations=400))
+    assert response.status_code == 202, response.text
+    first = response.json()["id"]
+    wait_for(
+        lambda: study(first)["progress"]["iterations_done"] > 0, 180, "trial progress", service
+    )
+    view = study(first)
+    assert view["status"] == "running"
+    assert view["ray_job_id"] == f"clrstudy-{first}"
+    assert view["bounds"] is not None
+    service.kill()
+    service.start()  # finds the Ray head still running and uses it again
+    api = httpx.Client(base_url=f"{service.url}/api/v1", headers=headers, timeout=30)
+    done = wait_for(
+        lambda: (s := study(first))["status"] in ("succeeded", "failed", "cancelled") and s,
+        300,
+        "the study to finish",
+        service,
+    )
+    assert done["status"] == "succeeded", done.get("error")
+    results = api.get(f"/studies/{first}/results").json()
+    assert {t["state"] for t in results["trials"]} == {"completed"}
+    for trial in results["trials"]:
+        assert [p["iteration"] for p in trial["points"]] == list(range(0, 401, 25))
+    with store._session() as session:  # every point exactly once, in the database itself
+        points = session.scalar(select(func.count()).select_from(EvalPoint))
+        trials = session.scalar(select(func.count()).select_from(Trial))
+    assert (points, trials) == (4 * 17, 4)
+
+    # 2. Cancel during the range test.
+    second = api.post("/studies", json=small_spec("cancel-range", iterations=400)).json()["id"]
+    wait_for(lambda: study(second)["phase"] == "range_test", 180, "the range test", service)
+    assert api.post(f"/studies/{second}/cancel").status_code == 200
+    ended = wait_for(
+        lambda: (s := study(second))["status"] != "running" and s, 120, "cancellation", service
+    )
+    assert ended["status"] == "cancelled"
+
+    # 3. Cancel during the trials of a long study.
+    third = api.post(
+        "/studies", json=small_spec("cancel-trials", iterations=200_000, range_test=False)
+    ).json()["id"]
+    wait_for(
+        lambda: study(third)["progress"]["iterations_done"] > 0, 180, "trial progress", service
+    )
+    assert api.post(f"/studies/{third}/cancel").status_code == 200
+    ended = wait_for(
+        lambda: (s := study(third))["status"] != "running" and s, 120, "cancellation", service
+    )
+    assert ended["status"] == "cancelled"
+    trials = api.get(f"/studies/{third}/trials").json()
+    assert {t["state"] for t in trials} <= {"cancelled", "completed"}
+    assert any(t["state"] == "cancelled" for t in trials)
+    assert api.post(f"/studies/{third}/cancel").status_code == 409
+
+    # The Ray jobs ended and no trial process is left behind.
+    from ray.job_submission import JobSubmissionClient
+
+    jobs = JobSubmissionClient(service.dashboard)
+    for study_id in (first, second, third):
+        assert jobs.get_job_status(f"clrstudy-{study_id}").is_terminal()
+    wait_for(lambda: not study_processes(third), 60, "trial processes to exit", service)
+    api.close()
+    service.stop()
+    assert not RayCluster(
+        Settings(ray_dashboard_port=int(service.env["RAY_DASHBOARD_PORT"]))
+    ).reachable()
