@@ -26,5 +26,15 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# The service on the embedded default (SQLite under ./var, a local Ray head), a first API
+# key, and the digits demo submitted to it; Ctrl-C stops the service and Ray.
+run: $(STAMP)
+	$(BIN)/clrstudy demo
+
+bench: $(STAMP)
+	$(BIN)/python bench/engine_vs_raw.py
+	$(BIN)/python bench/parallel_trials.py
+	$(BIN)/python bench/report_render.py
+
 clean:
 	rm -rf $(VENV) var out .pytest_cache .mypy_cache .ruff_cache

@@ -187,6 +187,73 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    """`make run`: the service on the embedded default, a first key, the digits demo."""
+    import uvicorn
+
+    from api.main import create_app
+    from service.db import make_engine, upgrade
+    from service.ray_cluster import RayCluster
+    from service.settings import get_settings
+    from service.store import Store
+
+    settings = get_settings()
+    upgrade(settings.database_url)
+    _, key = Store(make_engine(settings.database_url)).create_api_key("local", admin=True)
+    base = (settings.public_url or f"http://{settings.host}:{settings.port}").rstrip("/")
+    print(f"API key (admin 'local'), shown once: {key}")
+    print("starting the service and a local Ray head (10-30 s)...")
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host=settings.host, port=settings.port)
+    )
+    dashboard = RayCluster(settings).dashboard_url
+    watcher = threading.Thread(
+        target=_demo_study, args=(base, key, args.spec, dashboard, server), daemon=True
+    )
+    watcher.start()
+    server.run()  # until Ctrl-C; its shutdown stops the dispatcher and the Ray head
+    return 0
+
+
+def _demo_study(base: str, key: str, spec_path: str, dashboard: str, server: Any) -> None:
+    import time
+
+    import httpx
+
+    from workers.spec import load_spec
+
+    while not server.started:
+        time.sleep(0.5)
+    headers = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=base, headers=headers, timeout=30.0) as client:
+        while client.get("/readyz").status_code != 200:
+            time.sleep(1)
+        spec = load_spec(spec_path).model_dump(mode="json")
+        study = client.post("/api/v1/studies", json=spec).json()
+        url = f"{base}/api/v1/studies/{study['id']}"
+        print(f"submitted {spec_path}: {url}")
+        print(f"its report (log in at {base}/ with the key above): {url}/report.html")
+        print(f"Ray dashboard: {dashboard}")
+        shown = ""
+        while True:
+            view = client.get(f"/api/v1/studies/{study['id']}").json()
+            progress = view["progress"]
+            line = (
+                f"{view['status']} ({view['phase']}): trials {progress['trials_done']}/"
+                f"{progress['trials_total']}, iterations {progress['iterations_done']}/"
+                f"{progress['iterations_total']}"
+            )
+            if line != shown:
+                print(line)
+                shown = line
+            if view["status"] in ("succeeded", "failed", "cancelled"):
+                break
+            time.sleep(2)
+        for verdict in client.get(f"{url}/report").json().get("verdicts", []):
+            print(verdict)
+        print(f"report: {url}/report.html; Ctrl-C stops the service and Ray")
+
+
 def _db(args: argparse.Namespace) -> int:
     from service.db import upgrade
     from service.settings import get_settings
@@ -336,6 +403,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None, help="interface (default: $HOST)")
     serve.add_argument("--port", type=int, default=None, help="port (default: $PORT)")
     serve.set_defaults(handler=_serve)
+
+    demo = commands.add_parser(
+        "demo", help="serve, create a key, submit a study and follow it (make run)"
+    )
+    demo.add_argument("--spec", default="examples/digits.yaml", help="the study to submit")
+    demo.set_defaults(handler=_demo)
 
     db = commands.add_parser("db", help="database maintenance")
     db_commands = db.add_subparsers(dest="db_command", required=True)

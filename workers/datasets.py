@@ -172,8 +172,8 @@ def _load_digits(options: dict[str, Any], data_root: Path) -> Dataset:
 
 # Many modes of fine-grained patterns give the network a lot to learn, so accuracy keeps rising
 # for thousands of iterations (see bench/synthetic_difficulty.py for the measured curve).
-_MODES_PER_CLASS = 4
-_PATTERN_GRID = 4  # prototypes are smooth: random values on this grid, upsampled bicubically
+_MODES_PER_CLASS = 16
+_PATTERN_GRID = 6  # prototypes are smooth: random values on this grid, upsampled bicubically
 
 
 def _load_synthetic(options: dict[str, Any], data_root: Path) -> Dataset:
@@ -437,7 +437,7 @@ DATASETS: Mapping[str, DatasetEntry] = MappingProxyType(
                     Param(
                         "difficulty",
                         "float",
-                        1.0,
+                        0.5,
                         "noise and distractor strength; higher means more class overlap",
                     ),
                 ),

@@ -183,6 +183,7 @@ def test_studies_survive_an_api_crash_and_cancel_cleanly(service: Service, db_ur
     assert view["bounds"] is not None
     service.kill()
     service.start()  # finds the Ray head still running and uses it again
+    api.close()
     api = httpx.Client(base_url=f"{service.url}/api/v1", headers=headers, timeout=30)
     done = wait_for(
         lambda: (s := study(first))["status"] in ("succeeded", "failed", "cancelled") and s,
@@ -200,8 +201,12 @@ def test_studies_survive_an_api_crash_and_cancel_cleanly(service: Service, db_ur
         trials = session.scalar(select(func.count()).select_from(Trial))
     assert (points, trials) == (4 * 17, 4)
 
-    # 2. Cancel during the range test.
-    second = api.post("/studies", json=small_spec("cancel-range", iterations=400)).json()["id"]
+    # 2. Cancel during a long range test.
+    long_range = {
+        **small_spec("cancel-range", iterations=400),
+        "range_test": {"min_lr": 0.001, "max_lr": 0.01, "iterations": 20_000, "eval_every": 100},
+    }
+    second = api.post("/studies", json=long_range).json()["id"]
     wait_for(lambda: study(second)["phase"] == "range_test", 180, "the range test", service)
     assert api.post(f"/studies/{second}/cancel").status_code == 200
     ended = wait_for(
@@ -210,9 +215,13 @@ def test_studies_survive_an_api_crash_and_cancel_cleanly(service: Service, db_ur
     assert ended["status"] == "cancelled"
 
     # 3. Cancel during the trials of a long study.
-    third = api.post(
-        "/studies", json=small_spec("cancel-trials", iterations=200_000, range_test=False)
-    ).json()["id"]
+    long_spec = {
+        **small_spec("cancel-trials", iterations=100_000, range_test=False),
+        "eval_every": 100,
+    }
+    response = api.post("/studies", json=long_spec)
+    assert response.status_code == 202, response.text
+    third = response.json()["id"]
     wait_for(
         lambda: study(third)["progress"]["iterations_done"] > 0, 180, "trial progress", service
     )
@@ -231,7 +240,8 @@ def test_studies_survive_an_api_crash_and_cancel_cleanly(service: Service, db_ur
 
     jobs = JobSubmissionClient(service.dashboard)
     for study_id in (first, second, third):
-        assert jobs.get_job_status(f"clrstudy-{study_id}").is_terminal()
+        job = f"clrstudy-{study_id}"
+        wait_for(lambda: jobs.get_job_status(job).is_terminal(), 60, f"job {job}", service)
     wait_for(lambda: not study_processes(third), 60, "trial processes to exit", service)
     api.close()
     service.stop()
