@@ -241,7 +241,7 @@ def test_studies_survive_an_api_crash_and_cancel_cleanly(service: Service, db_ur
     jobs = JobSubmissionClient(service.dashboard)
     for study_id in (first, second, third):
         job = f"clrstudy-{study_id}"
-        wait_for(lambda: jobs.get_job_status(job).is_terminal(), 60, f"job {job}", service)
+        wait_for(lambda j=job: jobs.get_job_status(j).is_terminal(), 60, f"job {job}", service)
     wait_for(lambda: not study_processes(third), 60, "trial processes to exit", service)
     api.close()
     service.stop()
