@@ -177,8 +177,7 @@ def list_studies(
             max_length=200,
             # Study names are printable; PostgreSQL refuses a NUL in a query outright.
             pattern=r"^[^\x00-\x1f\x7f]*$",
-            description="Only studies whose name contains this (any case; no control "
-            "characters).",
+            description="Only studies whose name contains this (any case; no control characters).",
         ),
     ] = None,
 ) -> StudyPage:
