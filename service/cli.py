@@ -116,21 +116,21 @@ def _run(args: argparse.Namespace) -> int:
     # Ray's own notices would scroll the progress display away; errors still show.
     logging.getLogger("ray").setLevel(logging.ERROR)
     cancel = threading.Event()
-    status, error = "failed", None
+    status, message = "failed", None
     with ProgressDisplay(document, console) as display:
         try:
             outcome = run_study(spec, display, options, cancel=cancel)
-            status, error = outcome.status, outcome.error
+            status, message = outcome.status, outcome.error
         except StudyFailed as failure:
-            error = str(failure)
+            message = str(failure)
         except KeyboardInterrupt:
             cancel.set()
-            status, error = "cancelled", "interrupted"
-    results = document.finish(status, error)
+            status, message = "cancelled", "interrupted"
+    results = document.finish(status, message)
     _write_reports(results, out)
     console.print(f"study {status}; results and reports in {out}/")
-    if error:
-        console.print(f"[red]{error}[/red]")
+    if message:
+        console.print(f"[red]{message}[/red]")
     return 0 if status == "succeeded" else 1
 
 

@@ -100,6 +100,7 @@ class Engine:
             self._pos += 1
             return self._x_train[idx], self._y_train[idx]
         if self._loader_iter is None:
+            assert self.data.train_set is not None
             loader = torch.utils.data.DataLoader(
                 self.data.train_set,
                 batch_size=self.batch_size,
@@ -162,6 +163,7 @@ class Engine:
                 end = start + self.eval_batch_size
                 yield self._x_test[start:end], self._y_test[start:end]
             return
+        assert self.data.test_set is not None
         loader = torch.utils.data.DataLoader(
             self.data.test_set, batch_size=self.eval_batch_size, num_workers=0
         )

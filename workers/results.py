@@ -81,7 +81,7 @@ class ResultsDocument:
         if isinstance(event, StudyPlanned):
             doc["iterations_per_epoch"] = event.iterations_per_epoch
             for planned in event.trials:
-                trial = {
+                trial: dict[str, Any] = {
                     "trial_id": planned.trial_id,
                     "arm": planned.arm,
                     "seed": planned.seed,

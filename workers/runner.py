@@ -196,7 +196,7 @@ class _SinkCallback:
         trial_id = result.get("clr_trial")
         if trial_id == RANGE_TEST_TRIAL_ID:
             self._range_result(result)
-        elif trial_id in self.planned:
+        elif isinstance(trial_id, str) and trial_id in self.planned:
             self._arm_result(trial_id, result)
 
     def _range_result(self, result: Mapping[str, Any]) -> None:
