@@ -4,7 +4,15 @@ A plain PyTorch loop (batch 128, SGD momentum 0.9, fixed LR) printing held-out a
 every 200 iterations, so the default difficulty can be chosen to make iterations-to-target
 comparisons meaningful (still rising at 1-2k iterations, flat only after several thousand).
 
-    .venv/bin/python bench/synthetic_difficulty.py --difficulty 1.0 --iterations 6000
+    .venv/bin/python bench/synthetic_difficulty.py --iterations 8000
+
+Measured (default data: 20,000 16x16 greyscale images, difficulty 0.5; small_cnn width 16;
+lr 0.05; one run, torch seed 0, 1 thread), held-out accuracy by iteration:
+    200: 0.15   600: 0.43   1000: 0.55   1400: 0.64   2000: 0.72
+    2600: 0.71  3000: 0.76  3600: 0.77   4000: 0.75
+(a fixed LR's evaluations scatter by about +-0.04). For comparison, the older default (4 modes
+per class on a 4x4 grid, difficulty 1.0) reached 0.70 by 2,000 iterations and then only
+overfitted (0.69 at 5,000), and digits plateaus within ~300 iterations.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from workers.models import build_model
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--difficulty", type=float, nargs="+", default=[1.0])
+    parser.add_argument("--difficulty", type=float, nargs="+", default=[0.5])
     parser.add_argument("--iterations", type=int, default=6000)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--batch-size", type=int, default=128)

@@ -190,3 +190,56 @@ class RangeTestPoint(Base):
     smoothed_loss: Mapped[float | None] = mapped_column(Float)
     accuracy: Mapped[float | None] = mapped_column(Float)
     eval_loss: Mapped[float | None] = mapped_column(Float)
+
+
+SCHEDULE_RUN_STATES = ("created", "skipped")
+
+
+class Schedule(Base):
+    """A cron rule, in a time zone, that creates a study from a template spec.
+
+    `next_run_at` is the next due time in UTC; a service process claims a due run by moving
+    it forward with a conditional UPDATE (see `service.scheduling`).
+    """
+
+    __tablename__ = "clr_schedules"
+    __table_args__ = (
+        UniqueConstraint("owner_id", "name"),
+        Index("ix_clr_schedules_enabled_next_run", "enabled", "next_run_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("clr_owners.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    cron: Mapped[str] = mapped_column(String(100))
+    timezone: Mapped[str] = mapped_column(String(64))  # an IANA name, e.g. Europe/Berlin
+    spec: Mapped[dict[str, Any]]
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    points_threshold: Mapped[float] = mapped_column(Float)  # percentage points
+    iterations_fraction: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    next_run_at: Mapped[datetime]
+    last_run_at: Mapped[datetime | None]
+
+
+class ScheduleRun(Base):
+    """One due time of a schedule: the study it created, or why it skipped.
+
+    Unique per (schedule, due time): two service processes cannot record the same run.
+    """
+
+    __tablename__ = "clr_schedule_runs"
+    __table_args__ = (
+        UniqueConstraint("schedule_id", "due_at"),
+        CheckConstraint(_one_of("state", SCHEDULE_RUN_STATES), name="state"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    schedule_id: Mapped[int] = mapped_column(ForeignKey("clr_schedules.id", ondelete="CASCADE"))
+    due_at: Mapped[datetime]
+    # Deleting a study keeps the run (as one without a study); deleting the schedule does not
+    # delete its studies.
+    study_id: Mapped[str | None] = mapped_column(ForeignKey("clr_studies.id", ondelete="SET NULL"))
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -408,10 +408,12 @@ class StudySpec(BaseModel):
 
     @field_validator("seeds", mode="before", json_schema_input_type=int | list[int])
     @classmethod
-    def _seed_count(cls, seeds: Any) -> Any:
+    def _seed_count(cls, seeds: Any, info: ValidationInfo) -> Any:
         if isinstance(seeds, int) and not isinstance(seeds, bool):
-            if seeds < 1:
-                raise ValueError(f"a seed count must be at least 1, got {seeds}")
+            limit = _limits(info).max_seeds
+            # Checked before the list is built: a count of 10**10 must not take the memory.
+            if not 1 <= seeds <= limit:
+                raise ValueError(f"a seed count must be between 1 and {limit}, got {seeds}")
             return list(range(seeds))
         return seeds
 

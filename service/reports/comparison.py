@@ -37,6 +37,30 @@ def trial_curve(trial: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     return its, acc
 
 
+def with_arms(results: Mapping[str, Any]) -> Mapping[str, Any]:
+    """`results`, with the spec's arms as given where they are not resolved yet.
+
+    A queued study, or one in its range test, has no resolved arms; its (partial) report
+    still lists the arms it will compare.
+    """
+    if results.get("arms"):
+        return results
+    spec = results.get("spec") or {}
+    arms = {
+        arm["name"]: {
+            "optimizer": arm.get("optimizer"),
+            "policy": arm.get("policy"),
+            "auto": [
+                k for k, v in (arm.get("policy") or {}).get("params", {}).items() if v == "auto"
+            ],
+            "iterations": arm.get("iterations") or spec.get("iterations"),
+            "cycle_momentum": arm.get("cycle_momentum", False),
+        }
+        for arm in spec.get("arms") or ()
+    }
+    return {**results, "arms": arms}
+
+
 def baseline_arm(results: Mapping[str, Any]) -> str | None:
     """The spec's baseline arm; the first arm when the spec names none; None without arms."""
     arms = list(results.get("arms") or {})
@@ -316,6 +340,7 @@ def build_report(results: Mapping[str, Any]) -> dict[str, Any]:
 
     Raises ValueError naming the field when the document is not one this version reads.
     """
+    results = with_arms(results)
     _check(results)
     arms: Mapping[str, Mapping[str, Any]] = results.get("arms") or {}
     trials: Sequence[Mapping[str, Any]] = results.get("trials") or ()

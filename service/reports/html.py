@@ -16,6 +16,7 @@ from service.reports.comparison import (
     format_iterations,
     format_p,
     format_percent,
+    with_arms,
 )
 from service.reports.figures import (
     accuracy_figure,
@@ -183,6 +184,7 @@ def _range_test(report: Mapping[str, Any]) -> tuple[str, str]:
 
 def render_html(results: Mapping[str, Any], report: Mapping[str, Any] | None = None) -> str:
     """The report page of `results`; `report` is `build_report(results)` when already built."""
+    results = with_arms(results)
     report = report if report is not None else build_report(results)
     study = report["study"]
     colors = arm_colors([row["arm"] for row in report["arms"]])

@@ -193,8 +193,14 @@ def study_processes(study_id: str) -> list[str]:
     ]
 
 
-def test_studies_survive_an_api_crash_and_cancel_cleanly(service: Service, db_url: str) -> None:
-    store = Store(make_engine(db_url))
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    engine = make_engine(db_url)
+    yield Store(engine)
+    engine.dispose()
+
+
+def test_studies_survive_an_api_crash_and_cancel_cleanly(service: Service, store: Store) -> None:
     _, key = store.create_api_key("alice")
     headers = {"Authorization": f"Bearer {key}"}
     service.start()

@@ -142,11 +142,12 @@ def test_seed_count_and_list() -> None:
 @pytest.mark.parametrize(
     ("seeds", "expected"),
     [
-        (0, "seeds: a seed count must be at least 1, got 0"),
+        (0, "seeds: a seed count must be between 1 and 10, got 0"),
         ([1, 2, 1], "seeds: must be distinct, got 1 more than once"),
         ([-1], "seeds: must be in 0..4294967295, got -1"),
         ([], "seeds: give 1 to 10 seeds, got 0"),
-        (11, "seeds: give 1 to 10 seeds, got 11"),
+        (11, "seeds: a seed count must be between 1 and 10, got 11"),
+        (10**12, "seeds: a seed count must be between 1 and 10, got 1000000000000"),
         (True, "seeds: Input should be a valid list, got True"),
     ],
 )
@@ -446,7 +447,7 @@ def test_iterations_above_the_limit() -> None:
 def test_limits_come_from_the_validation_context() -> None:
     limits = Limits(max_iterations_per_trial=80, max_arms=1, max_seeds=1, max_eval_points=5)
     lines = error(study(), limits).splitlines()
-    assert "seeds: give 1 to 1 seeds, got 2: [0, 1]" in lines
+    assert "seeds: a seed count must be between 1 and 1, got 2" in lines
     assert "arms: at most 1 arms, got 2" in lines
     data = study(seeds=1, arms=study()["arms"][:1])
     lines = error(data, limits).splitlines()
@@ -537,5 +538,5 @@ def test_validation_errors_from_a_file_start_with_its_path(tmp_path: Path) -> No
         load_spec(path, Limits(max_seeds=1))
     assert info.value.lines == [
         f"{path}: batch_size: Input should be greater than or equal to 1, got 0",
-        f"{path}: seeds: give 1 to 1 seeds, got 2: [0, 1]",
+        f"{path}: seeds: a seed count must be between 1 and 1, got 2",
     ]
