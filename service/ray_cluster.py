@@ -191,6 +191,9 @@ def head_environment(settings: Settings) -> dict[str, str]:
     """
     env = dict(os.environ)
     env["RAY_AUTH_MODE"] = "token"
+    # Ray 2.60 drains a node for up to 30 s on SIGTERM; the service's shutdown (and the
+    # cancel of its studies) has already stopped what matters.
+    env.setdefault("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "0")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["DATABASE_URL"] = absolute_sqlite_url(settings.database_url)
     env["STORAGE_PATH"] = str(Path(settings.storage_path).resolve())

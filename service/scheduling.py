@@ -390,7 +390,7 @@ class Scheduler:
         claimed = []
         for schedule in self.schedules.due(now):
             due_at = latest_due(schedule.cron, schedule.timezone, schedule.next_run_at, now)
-            reason = self._skip_reason(schedule)
+            reason = self._skip_reason(schedule, due_at)
             run = self.schedules.claim_run(
                 schedule,
                 due_at,
@@ -407,28 +407,39 @@ class Scheduler:
             claimed.append(run)
         return claimed
 
-    def _skip_reason(self, schedule: ScheduleRecord) -> str | None:
+    def _skip_reason(self, schedule: ScheduleRecord, due_at: datetime) -> str | None:
         previous = self.schedules.latest_created_run(schedule.id)
         if previous is not None and previous.study_id is not None:
             study = self.store.get_study(previous.study_id)
             if study is not None and study.status in ACTIVE_STATUSES:
                 return f"the previous run's study {study.id} is still {study.status}"
-        from workers.spec import StudySpec  # late: the spec pulls in the workers' registries
-
         try:
-            StudySpec.model_validate(schedule.spec, context={"limits": self.settings.limits()})
+            self._spec(schedule, study_name(schedule, due_at))
         except ValidationError as error:
             return f"the template spec is no longer valid under the server's limits: {error}"
         return None
+
+    def _spec(self, schedule: ScheduleRecord, name: str) -> dict[str, Any]:
+        """The template named `name`, validated under the server's limits as they are now."""
+        from workers.spec import StudySpec  # late: the spec pulls in the workers' registries
+
+        spec = StudySpec.model_validate(
+            {**schedule.spec, "name": name}, context={"limits": self.settings.limits()}
+        )
+        dumped: dict[str, Any] = spec.model_dump(mode="json")
+        return dumped
 
     def _create_study(self, run: ScheduleRunRecord) -> StudyRecord | None:
         schedule = self.schedules.get(run.schedule_id)
         if schedule is None:
             return None
         name = study_name(schedule, run.due_at)
-        study, _ = self.store.create_study(
-            schedule.owner_id, {**schedule.spec, "name": name}, name, idempotency_key(run)
-        )
+        try:
+            spec = self._spec(schedule, name)
+        except ValidationError:
+            # The limits changed since this run was claimed: the template as it was accepted.
+            spec = {**schedule.spec, "name": name}
+        study, _ = self.store.create_study(schedule.owner_id, spec, name, idempotency_key(run))
         self.schedules.attach_study(run.id, study.id)
         return study
 
