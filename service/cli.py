@@ -441,6 +441,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--format", choices=["html", "json", "csv"], default="html")
     report.add_argument("-o", "--output", default=None, help="file (default: stdout)")
     report.set_defaults(handler=_report)
+
+    from service.schedule_cli import add_schedule_commands
+
+    add_schedule_commands(commands)
     return parser
 
 

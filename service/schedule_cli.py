@@ -61,9 +61,7 @@ def _history(args: argparse.Namespace) -> int:
         print(json.dumps(runs, indent=2))
         return 0
     for run in runs:
-        flagged = {
-            a["arm"] for a in (run["comparison"] or {}).get("arms", ()) if a["regression"]
-        }
+        flagged = {a["arm"] for a in (run["comparison"] or {}).get("arms", ()) if a["regression"]}
         what = run["study_status"] or run["reason"] or ""
         print(f"{run['due_at']}  {run['state']:<8} {run['study_id'] or '':<36}  {what}")
         for arm in run["arms"]:

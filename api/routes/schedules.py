@@ -241,9 +241,7 @@ def list_schedules(owner: CurrentOwner, schedules: SchedulesDep) -> list[Schedul
 @router.get(
     "/{schedule_id}", response_model=ScheduleView, summary="Get a schedule", responses=NOT_FOUND
 )
-def get_schedule(
-    schedule: OwnedSchedule, store: StoreDep, schedules: SchedulesDep
-) -> ScheduleView:
+def get_schedule(schedule: OwnedSchedule, store: StoreDep, schedules: SchedulesDep) -> ScheduleView:
     """The schedule with its latest regression flags (`regression`, `latest`)."""
     entries = history(store, schedules, schedule, to_latest_success=True)
     return _view(schedule, latest_comparison(entries))

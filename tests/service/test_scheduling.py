@@ -53,8 +53,8 @@ BERLIN = "Europe/Berlin"
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)  # schedules are created at this time
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, sec: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, sec, tzinfo=UTC)
 
 
 @pytest.fixture
