@@ -49,7 +49,7 @@ class Engine:
         eval_batch_size: int = 4096,
     ) -> None:
         self.device = torch.device(device)
-        self.model = model.to(self.device)
+        self.model = model.to(self.device).train()  # evaluate() puts it back in train mode
         self.optimizer = optimizer
         self.data = data
         self.batch_size = batch_size
@@ -127,7 +127,6 @@ class Engine:
                 else:
                     group["momentum"] = momentum
         x, y = self._next_batch()
-        self.model.train()
         with self._autocast():
             loss = self.loss_fn(self.model(x), y)
         self.optimizer.zero_grad(set_to_none=True)
