@@ -30,7 +30,7 @@ def test_no_operation_answers_with_a_server_error(
         schema = schemathesis.openapi.from_asgi("/openapi.json", app)
         loaded = list(schema.get_all_operations())
         operations = [result.ok() for result in loaded if isinstance(result, Ok)]
-        assert len(operations) == len(loaded) == 12
+        assert len(operations) == len(loaded) == 19  # studies, catalog, schedules
         for operation in operations:
             check_operation(operation, alice, trained_study)
     finally:
@@ -48,8 +48,14 @@ def check_operation(operation: APIOperation, headers: dict[str, str], study_id: 
     cases = st.one_of(strategies)
 
     @given(case=cases)
+    # Derandomized: CI runs the cases that ran here; a new finding comes from a change,
+    # not from the draw.
     @hypothesis.settings(
-        max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+        max_examples=MAX_EXAMPLES,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+        derandomize=True,
+        database=None,
     )
     def fuzz(case: schemathesis.Case) -> None:
         response = case.call(headers=dict(headers))  # call() adds its own headers to the dict
