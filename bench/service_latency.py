@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,14 +24,9 @@ from pathlib import Path
 import httpx
 
 from service.db import make_engine, upgrade
+from service.ray_cluster import free_port
 from service.store import Store
 from workers.spec import load_spec
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def load(client: httpx.Client, path: str, rate: float, seconds: float) -> list[float]:

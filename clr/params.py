@@ -55,6 +55,22 @@ class Param:
         }
 
 
+class Registered:
+    """What every registry entry (policy, data set, model, optimizer) shows the catalog."""
+
+    name: str
+    summary: str
+    params: tuple[Param, ...]
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready description for the API's catalog and the docs."""
+        return {
+            "name": self.name,
+            "summary": self.summary,
+            "params": [p.describe() for p in self.params],
+        }
+
+
 def check_value(owner: str, param: Param, value: Any) -> Any:
     """Return `value` converted to the parameter's type, or raise ValueError naming it."""
     where = f"{owner}.{param.name}"

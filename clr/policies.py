@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from clr.params import Param, check_params
+from clr.params import Param, Registered, check_params
 
 CYCLIC_MODES = ("triangular", "triangular2", "exp_range")
 ANNEAL_STRATEGIES = ("cos", "linear")
@@ -263,21 +263,13 @@ def one_cycle_lr(
 
 
 @dataclass(frozen=True)
-class Policy:
+class Policy(Registered):
     """A named policy: its function, declared parameters and a one-line summary."""
 
     name: str
     function: Callable[..., float]
     params: tuple[Param, ...]
     summary: str
-
-    def describe(self) -> dict[str, Any]:
-        """JSON-ready description for the API's catalog and the docs."""
-        return {
-            "name": self.name,
-            "summary": self.summary,
-            "params": [p.describe() for p in self.params],
-        }
 
 
 _LR = Param("lr", "float", source="bounds", help="learning rate (> 0)")

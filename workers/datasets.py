@@ -22,7 +22,7 @@ import torchvision
 from torch.nn import functional
 from torch.utils.data import Dataset as TorchDataset
 
-from clr.params import Param, check_params
+from clr.params import Param, Registered, check_params
 
 
 @dataclass(frozen=True)
@@ -81,21 +81,13 @@ DatasetLoader = Callable[[dict[str, Any], Path], Dataset]
 
 
 @dataclass(frozen=True)
-class DatasetEntry:
+class DatasetEntry(Registered):
     """One data set of the registry: its declared options and the function that loads it."""
 
     name: str
     params: tuple[Param, ...]
     summary: str
     load: DatasetLoader
-
-    def describe(self) -> dict[str, Any]:
-        """JSON-ready description for the API's catalog."""
-        return {
-            "name": self.name,
-            "summary": self.summary,
-            "params": [p.describe() for p in self.params],
-        }
 
 
 def default_data_root() -> Path:

@@ -18,27 +18,19 @@ import torch
 import torchvision
 from torch import nn
 
-from clr.params import Param, check_params
+from clr.params import Param, Registered, check_params
 
 ModelBuilder = Callable[[dict[str, Any], tuple[int, ...], int], nn.Module]
 
 
 @dataclass(frozen=True)
-class ModelEntry:
+class ModelEntry(Registered):
     """One model of the registry: its declared options and the function that builds it."""
 
     name: str
     params: tuple[Param, ...]
     summary: str
     build: ModelBuilder
-
-    def describe(self) -> dict[str, Any]:
-        """JSON-ready description for the API's catalog."""
-        return {
-            "name": self.name,
-            "summary": self.summary,
-            "params": [p.describe() for p in self.params],
-        }
 
 
 def _image_shape(model: str, input_shape: tuple[int, ...]) -> tuple[int, int, int]:

@@ -16,27 +16,19 @@ from typing import Any
 
 import torch
 
-from clr.params import Param, check_params
+from clr.params import Param, Registered, check_params
 
 OptimizerBuilder = Callable[[Iterable[Any], float, dict[str, Any]], torch.optim.Optimizer]
 
 
 @dataclass(frozen=True)
-class OptimizerEntry:
+class OptimizerEntry(Registered):
     """One optimizer of the registry: its declared options and the function that builds it."""
 
     name: str
     params: tuple[Param, ...]
     summary: str
     build: OptimizerBuilder
-
-    def describe(self) -> dict[str, Any]:
-        """JSON-ready description for the API's catalog."""
-        return {
-            "name": self.name,
-            "summary": self.summary,
-            "params": [p.describe() for p in self.params],
-        }
 
 
 # Ranges torch would also refuse, checked here so the message names our option.
