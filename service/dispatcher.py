@@ -48,6 +48,8 @@ class Dispatcher:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        # One Jobs client for the loop: building one checks the dashboard over HTTP.
+        self._jobs: Any = None
 
     # the loop ------------------------------------------------------------------------
     def start(self) -> None:
@@ -69,14 +71,18 @@ class Dispatcher:
             try:
                 self.tick()
             except (DatabaseUnavailable, RayUnavailable) as error:
+                self._jobs = None
                 log.warning("dispatcher: %s; retrying", error)
             except Exception:
+                self._jobs = None
                 log.exception("dispatcher tick failed; retrying")
             self._wake.wait(self.interval_s)
             self._wake.clear()
 
     def tick(self) -> None:
-        jobs = self.cluster.jobs()
+        if self._jobs is None:
+            self._jobs = self.cluster.jobs()
+        jobs = self._jobs
         self.reconcile(jobs)
         self.start_queued(jobs)
 
