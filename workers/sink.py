@@ -11,6 +11,12 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 TrialState = Literal["completed", "diverged", "failed", "cancelled"]
+# A tuning trial's end: "completed" ran to tuning.max_iterations; "stopped" was ended early
+# by ASHA (Optuna itself records those as COMPLETE); "interrupted" was running when an
+# earlier run of the study died (it is not counted in tuning.trials, another replaces it).
+TuningTrialState = Literal[
+    "completed", "stopped", "diverged", "failed", "cancelled", "interrupted"
+]
 RANGE_TEST_TRIAL_ID = "range_test"
 
 
@@ -62,11 +68,21 @@ class PlannedTrial:
 
 
 @dataclass(frozen=True)
+class PlannedTuning:
+    """A tuned arm's search: `trials` tuning trials of at most `max_iterations` each."""
+
+    arm: str
+    trials: int
+    max_iterations: int
+
+
+@dataclass(frozen=True)
 class StudyPlanned:
     """First event of a study: every trial it will run, so progress totals are known."""
 
     iterations_per_epoch: int
     trials: tuple[PlannedTrial, ...]
+    tuning: tuple[PlannedTuning, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -84,11 +100,62 @@ class ArmsResolved:
     """Every arm as it will train: no "auto", step sizes in iterations.
 
     Keyed by arm name; each value is {"optimizer": {"name", "options"}, "policy": {"name",
-    "params"}, "auto": [params taken from the bounds], "iterations": int,
-    "cycle_momentum": bool}, the shape of results.json's "arms".
+    "params"}, "auto": [params taken from the bounds], "tuned": [params the arm's Optuna
+    search chose], "iterations": int, "cycle_momentum": bool}, the shape of results.json's
+    "arms".
     """
 
     arms: dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class TuningStarted:
+    """A tuned arm's search begins (again, after a restart: `previous` trials are kept).
+
+    `space` maps each searched policy parameter to {"type": "float" | "int", "low", "high",
+    "log"}; `optuna_study` is the Optuna study's name in the tuning storage.
+    """
+
+    arm: str
+    optuna_study: str
+    trials: int
+    max_iterations: int
+    space: dict[str, dict[str, Any]]
+    previous: int = 0  # tuning trials an earlier run of the study already finished
+
+
+@dataclass(frozen=True)
+class TuningTrialEnded:
+    """One tuning trial ended; `number` is its Optuna trial number, unique per arm.
+
+    `value` is the validation accuracy at its last evaluation (None when it never evaluated;
+    0.0 when it diverged, which is what the search was told); `iterations_done` counts the
+    iterations it trained, which is what it cost.
+    """
+
+    arm: str
+    number: int
+    params: dict[str, Any]
+    state: TuningTrialState
+    iterations_done: int
+    value: float | None
+    wall_s: float
+    error: str | None = None
+    node_id: str | None = None
+
+
+@dataclass(frozen=True)
+class TuningEnded:
+    """A tuned arm's search ended: the final trials train with `best_params`.
+
+    The best trial is the one with the highest value among those that ran to
+    max_iterations (ties: the lower number).
+    """
+
+    arm: str
+    best_number: int
+    best_params: dict[str, Any]
+    best_value: float
 
 
 @dataclass(frozen=True)
@@ -121,6 +188,9 @@ Event = (
     | RangeTestPoints
     | RangeTestEnded
     | BoundsFound
+    | TuningStarted
+    | TuningTrialEnded
+    | TuningEnded
     | ArmsResolved
     | TrialStarted
     | EvaluationPoints
@@ -132,7 +202,8 @@ class ResultSink(Protocol):
     """Receives events in the order they happen; must tolerate a point sent twice.
 
     Order: StudyPlanned; then, with a range test, RangeTestPoints..., RangeTestEnded,
-    BoundsFound; then ArmsResolved; then per trial TrialStarted (again after a resume on
+    BoundsFound; then per tuned arm TuningStarted, TuningTrialEnded..., TuningEnded; then
+    ArmsResolved; then per trial TrialStarted (again after a resume on
     another node), EvaluationPoints..., TrialEnded.
     """
 
