@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 # The values of service.models.STUDY_STATUSES and TRIAL_STATES, spelled out for the OpenAPI
 # schema; tests/api check that they stay equal.
 StudyStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-StudyPhase = Literal["queued", "range_test", "trials", "report", "done"]
+StudyPhase = Literal["queued", "range_test", "tuning", "trials", "report", "done"]
 TrialState = Literal["pending", "running", "completed", "diverged", "failed", "cancelled"]
 
 
@@ -29,6 +29,13 @@ class ProgressView(BaseModel):
     iterations_total: int = Field(description="Training iterations planned over all trials.")
     best_accuracy: dict[str, float] = Field(
         description="Per arm, the best held-out accuracy (0..1) any of its trials reached so far."
+    )
+    tuning_trials_done: int = Field(
+        description="Tuning trials of tuned arms' searches that have ended and count towards "
+        "the searches (interrupted or cancelled ones are replaced, and not counted)."
+    )
+    tuning_trials_total: int = Field(
+        description="Tuning trials planned over all tuned arms; 0 when no arm is tuned."
     )
 
 

@@ -20,6 +20,9 @@ from workers.sink import (
     ResultSink,
     StudyPlanned,
     TrialEnded,
+    TuningEnded,
+    TuningStarted,
+    TuningTrialEnded,
 )
 
 
@@ -40,6 +43,8 @@ class ProgressDisplay:
             console=console,
             transient=False,
         )
+        self.tuning_task: Any = None  # added when the study has tuned arms
+        self.tuning_best: dict[str, float] = {}
         self.trials_task = self.progress.add_task("trials", total=None, info="")
         self.iterations_task = self.progress.add_task("iterations", total=None, info="")
         self.best: dict[str, float] = {}
@@ -63,6 +68,12 @@ class ProgressDisplay:
             total = sum(t.iterations for t in event.trials)
             self.progress.update(self.trials_task, total=len(event.trials), completed=0)
             self.progress.update(self.iterations_task, total=total, completed=0)
+            if event.tuning and self.tuning_task is None:
+                self.tuning_task = self.progress.add_task(
+                    "tuning", total=sum(t.trials for t in event.tuning), info=""
+                )
+        elif isinstance(event, TuningStarted | TuningTrialEnded | TuningEnded):
+            self._show_tuning(event)
         elif isinstance(event, RangeTestPoints) and event.points:
             last = event.points[-1]
             self.progress.update(
@@ -91,6 +102,37 @@ class ProgressDisplay:
                 note = f": {event.error.splitlines()[0]}" if event.error else ""
                 self.console.print(f"trial {event.trial_id} {event.state}{note}")
 
+    def _show_tuning(self, event: TuningStarted | TuningTrialEnded | TuningEnded) -> None:
+        if self.tuning_task is None:
+            return
+        if isinstance(event, TuningStarted):
+            again = f", {event.previous} done by an earlier run" if event.previous else ""
+            self.progress.advance(self.tuning_task, event.previous)
+            self.progress.update(
+                self.tuning_task, info=f"searching {', '.join(event.space)} of {event.arm}{again}"
+            )
+        elif isinstance(event, TuningTrialEnded):
+            if event.state in ("completed", "stopped", "diverged", "failed"):
+                self.progress.advance(self.tuning_task)
+            if event.value is not None and event.state == "completed":
+                best = max(self.tuning_best.get(event.arm, 0.0), event.value)
+                self.tuning_best[event.arm] = best
+            values = ", ".join(f"{k} {v:.4g}" for k, v in event.params.items())
+            best_text = (
+                f"; best {self.tuning_best[event.arm]:.1%}" if event.arm in self.tuning_best else ""
+            )
+            self.progress.update(
+                self.tuning_task,
+                info=f"{event.arm} #{event.number} ({values}) {event.state} at "
+                f"{event.iterations_done} iterations{best_text}",
+            )
+        else:
+            values = ", ".join(f"{k} {v:.4g}" for k, v in event.best_params.items())
+            self.console.print(
+                f"tuned {event.arm}: {values} (trial #{event.best_number}, validation "
+                f"accuracy {event.best_value:.1%})"
+            )
+
 
 def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
@@ -106,12 +148,16 @@ def _run(args: argparse.Namespace) -> int:
         console.print(f"[red]invalid study spec {args.spec}:[/red]\n{error}")
         return 2
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     document = ResultsDocument(spec.model_dump(mode="json"), out / "results.json")
     options = RunOptions(
         storage_path=str(out / "ray"),
         ray_address=args.ray_address,
         data_root=args.data_root,
         experiment=re.sub(r"[^A-Za-z0-9_-]+", "_", spec.name)[:40].strip("_") or "study",
+        # The searches of tuned arms: `optuna-dashboard sqlite:///OUT/optuna.db` shows them;
+        # running the same command again finishes them rather than starting over.
+        tuning_storage=f"sqlite:///{(out / 'optuna.db').resolve()}",
     )
     # Ray's own notices would scroll the progress display away; errors still show.
     logging.getLogger("ray").setLevel(logging.ERROR)

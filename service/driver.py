@@ -15,13 +15,13 @@ import threading
 import traceback
 from collections.abc import Sequence
 
-from service.db import make_engine
+from service.db import database_url, make_engine
 from service.ray_cluster import client_environment
 from service.settings import get_settings
 from service.sinks import DatabaseSink
 from service.store import Store
 from workers.runner import RunOptions, StudyFailed, run_study
-from workers.sink import ArmsResolved, Event, RangeTestPoints, ResultSink
+from workers.sink import ArmsResolved, Event, RangeTestPoints, ResultSink, TuningStarted
 from workers.spec import StudySpec
 
 log = logging.getLogger("clrstudy.driver")
@@ -41,6 +41,8 @@ class PhaseSink:
         phase = self.phase
         if isinstance(event, RangeTestPoints):
             phase = "range_test"
+        elif isinstance(event, TuningStarted):
+            phase = "tuning"
         elif isinstance(event, ArmsResolved):
             phase = "trials"
         if phase != self.phase:
@@ -80,6 +82,10 @@ def drive(study_id: str) -> int:
         data_root=settings.data_root,
         experiment=study_id,
         limits=settings.limits(),
+        # Tuned arms keep their Optuna studies in the service's database, named
+        # f"clrstudy-{study_id}/{arm}": `optuna-dashboard DATABASE_URL` shows them.
+        tuning_storage=database_url(settings.database_url).render_as_string(hide_password=False),
+        tuning_study_prefix=f"clrstudy-{study_id}",
     )
     try:
         outcome = run_study(spec, PhaseSink(sink, store, study_id), options, cancel=cancel)

@@ -4,7 +4,7 @@ and uses generic names (`studies`, `trials`)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, get_args
 
 from sqlalchemy import (
     JSON,
@@ -24,9 +24,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from workers.sink import TuningTrialState
+
 STUDY_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-STUDY_PHASES = ("queued", "range_test", "trials", "report", "done")
+STUDY_PHASES = ("queued", "range_test", "tuning", "trials", "report", "done")
 TRIAL_STATES = ("pending", "running", "completed", "diverged", "failed", "cancelled")
+TUNING_TRIAL_STATES: tuple[str, ...] = get_args(TuningTrialState)
 
 
 def utcnow() -> datetime:
@@ -129,6 +132,9 @@ class Study(Base):
     range_test_stopped_at: Mapped[int | None] = mapped_column(Integer)
     range_test_stop_reason: Mapped[str | None] = mapped_column(String(32))
     range_test_node_id: Mapped[str | None] = mapped_column(String(100))
+    # Per tuned arm: {"optuna_study", "trials_planned", "max_iterations", "space", "best"}
+    # (results.json's "tuning" less its trials, which are rows of clr_tuning_trials).
+    tuning: Mapped[dict[str, Any] | None]
 
 
 class Trial(Base):
@@ -190,6 +196,33 @@ class RangeTestPoint(Base):
     smoothed_loss: Mapped[float | None] = mapped_column(Float)
     accuracy: Mapped[float | None] = mapped_column(Float)
     eval_loss: Mapped[float | None] = mapped_column(Float)
+
+
+class TuningTrial(Base):
+    """One trial of a tuned arm's Optuna search, stored when it ended.
+
+    `number` is its Optuna trial number, unique per arm; Optuna's own record of it lives in
+    Optuna's tables, in the same database.
+    """
+
+    __tablename__ = "clr_tuning_trials"
+    __table_args__ = (
+        UniqueConstraint("study_id", "arm", "number"),
+        CheckConstraint(_one_of("state", TUNING_TRIAL_STATES), name="state"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[str] = mapped_column(ForeignKey("clr_studies.id", ondelete="CASCADE"))
+    arm: Mapped[str] = mapped_column(String(100))
+    number: Mapped[int] = mapped_column(Integer)
+    params: Mapped[dict[str, Any]]
+    state: Mapped[str] = mapped_column(String(16))
+    iterations_done: Mapped[int] = mapped_column(Integer)
+    value: Mapped[float | None] = mapped_column(Float)  # validation accuracy, 0..1
+    wall_s: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    node_id: Mapped[str | None] = mapped_column(String(100))
+    ended_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 SCHEDULE_RUN_STATES = ("created", "skipped")

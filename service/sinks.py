@@ -23,6 +23,9 @@ from workers.sink import (
     StudyPlanned,
     TrialEnded,
     TrialStarted,
+    TuningEnded,
+    TuningStarted,
+    TuningTrialEnded,
 )
 
 
@@ -104,11 +107,17 @@ class DatabaseSink:
     def _write(self, event: Event) -> None:
         store, study_id = self.store, self.study_id
         if isinstance(event, StudyPlanned):
-            store.record_plan(study_id, event.iterations_per_epoch, event.trials)
+            store.record_plan(study_id, event.iterations_per_epoch, event.trials, event.tuning)
         elif isinstance(event, RangeTestEnded):
             store.record_range_test_end(study_id, **asdict(event))
         elif isinstance(event, BoundsFound):
             store.record_bounds(study_id, asdict(event))
+        elif isinstance(event, TuningStarted):
+            store.record_tuning_started(study_id, event)
+        elif isinstance(event, TuningTrialEnded):
+            store.record_tuning_trial_end(study_id, event)
+        elif isinstance(event, TuningEnded):
+            store.record_tuning_end(study_id, event)
         elif isinstance(event, ArmsResolved):
             store.record_arms(study_id, event.arms)
         # The range test is recorded through its own events, never as a trial.

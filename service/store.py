@@ -22,12 +22,14 @@ from service.db import session_factory, session_scope
 from service.models import (
     STUDY_PHASES,
     STUDY_STATUSES,
+    TUNING_TRIAL_STATES,
     ApiKey,
     EvalPoint,
     Owner,
     RangeTestPoint,
     Study,
     Trial,
+    TuningTrial,
     utcnow,
 )
 from workers import sink
@@ -38,6 +40,9 @@ ALLOWED_TRANSITIONS = {
     "running": frozenset({"succeeded", "failed", "cancelled"}),
 }
 FINISHED_TRIAL_STATES = ("completed", "diverged", "failed", "cancelled")
+# Ended tuning trials that count towards a search's planned trials (workers.tuning's
+# COUNTED_STATES): interrupted and cancelled ones are replaced when the study runs again.
+COUNTED_TUNING_STATES = ("completed", "stopped", "diverged", "failed")
 API_KEY_PREFIX = "clr_"
 EVAL_POINT_FIELDS = tuple(f.name for f in fields(sink.EvalPoint))
 RANGE_POINT_FIELDS = tuple(f.name for f in fields(sink.RangeTestPoint))
@@ -45,6 +50,9 @@ LOSS_FIELDS = frozenset({"train_loss", "loss", "smoothed_loss", "eval_loss"})
 RESULT_TRIAL_FIELDS = (
     "trial_id", "arm", "seed", "state", "error", "node_id", "iterations", "iterations_done",
     "wall_s",
+)  # fmt: skip
+TUNING_TRIAL_FIELDS = (
+    "number", "params", "state", "iterations_done", "value", "wall_s", "error", "node_id",
 )  # fmt: skip
 
 
@@ -115,6 +123,10 @@ class Progress:
     iterations_done: int
     iterations_total: int
     best_accuracy: dict[str, float] = field(default_factory=dict)  # per arm, so far
+    # Tuning trials of tuned arms that have ended and count towards their searches (not the
+    # interrupted or cancelled ones, which are replaced), and those planned (0: none tuned).
+    tuning_trials_done: int = 0
+    tuning_trials_total: int = 0
 
 
 def hash_api_key(key: str) -> str:
@@ -147,6 +159,21 @@ def _insert(session: Session, model: type[Any]) -> sqlite.Insert | postgresql.In
     """An INSERT that knows `ON CONFLICT` on this session's backend."""
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     return dialect.insert(model.__table__)
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else value
+
+
+def _planned_tuning() -> dict[str, Any]:
+    """A tuned arm's entry before its search started: the Optuna study and space unknown."""
+    return {
+        "optuna_study": None,
+        "trials_planned": None,
+        "max_iterations": None,
+        "space": {},
+        "best": None,
+    }
 
 
 def _check_one_of(field_name: str, value: str, allowed: Iterable[str]) -> None:
@@ -401,10 +428,15 @@ class Store:
         )
 
     def record_plan(
-        self, study_id: str, iterations_per_epoch: int, trials: Sequence[sink.PlannedTrial]
+        self,
+        study_id: str,
+        iterations_per_epoch: int,
+        trials: Sequence[sink.PlannedTrial],
+        tuning: Sequence[sink.PlannedTuning] = (),
     ) -> None:
-        """Create the study's trials, pending, so that progress totals are known; trials that
-        exist already (the driver started again) are left as they are."""
+        """Create the study's trials, pending, and note its tuned arms' planned searches, so
+        that progress totals are known; trials that exist already (the driver started again)
+        are left as they are, and a search already started keeps what it recorded."""
         rows = [{"study_id": study_id, "state": "pending", **asdict(t)} for t in trials]
         with self._session() as session:
             session.execute(
@@ -414,6 +446,14 @@ class Store:
             )
             if rows:
                 session.execute(_insert(session, Trial).on_conflict_do_nothing(), rows)
+            if tuning:
+                summary = self._tuning_for_update(session, study_id)
+                for planned in tuning:
+                    entry = summary.setdefault(planned.arm, _planned_tuning())
+                    entry.update(
+                        trials_planned=planned.trials, max_iterations=planned.max_iterations
+                    )
+                self._set_tuning(session, study_id, summary)
 
     def record_bounds(self, study_id: str, bounds: dict[str, Any]) -> None:
         """The bounds the range test suggested: base_lr, max_lr, method, reason."""
@@ -509,6 +549,101 @@ class Store:
             pk = self._trial_pk(session, study_id, trial_id)
             session.execute(update(Trial).where(Trial.id == pk).values(**values))
 
+    # --- tuned arms' searches ----------------------------------------------------------
+
+    def _tuning_for_update(self, session: Session, study_id: str) -> dict[str, Any]:
+        """A copy of the study's tuning summary, its row locked until the session ends."""
+        study = session.get(Study, study_id, with_for_update=True)
+        if study is None:
+            raise ValueError(f"no study {study_id}")
+        # A deep enough copy: the entries are changed, and the JSON column sees only a new
+        # value assigned, never changes made inside the old one.
+        return {arm: dict(entry) for arm, entry in (study.tuning or {}).items()}
+
+    def _set_tuning(self, session: Session, study_id: str, summary: dict[str, Any]) -> None:
+        session.execute(update(Study).where(Study.id == study_id).values(tuning=summary))
+
+    def record_tuning_started(self, study_id: str, event: sink.TuningStarted) -> None:
+        """A tuned arm's search began (or began again after a restart: its trials and best so
+        far are kept)."""
+        with self._session() as session:
+            summary = self._tuning_for_update(session, study_id)
+            entry = summary.setdefault(event.arm, _planned_tuning())
+            entry.update(
+                optuna_study=event.optuna_study,
+                trials_planned=event.trials,
+                max_iterations=event.max_iterations,
+                space=event.space,
+            )
+            self._set_tuning(session, study_id, summary)
+
+    def record_tuning_trial_end(self, study_id: str, event: sink.TuningTrialEnded) -> None:
+        """Store an ended tuning trial; the same (arm, number) again replaces it (keeping its
+        node when the new report names none)."""
+        _check_one_of("state", event.state, TUNING_TRIAL_STATES)
+        values = {
+            **asdict(event),
+            "value": _finite_or_none(event.value),
+            "wall_s": _finite_or_none(event.wall_s),
+            "ended_at": utcnow(),
+        }
+        with self._session() as session:
+            insert = _insert(session, TuningTrial).values(study_id=study_id, **values)
+            table = TuningTrial.__table__.c
+            key = ("study_id", "arm", "number")
+            session.execute(
+                insert.on_conflict_do_update(
+                    index_elements=[table[name] for name in key],
+                    set_={
+                        **{name: insert.excluded[name] for name in values if name not in key},
+                        # A restarted search reports its earlier trials again, without nodes.
+                        "node_id": func.coalesce(insert.excluded.node_id, table.node_id),
+                    },
+                )
+            )
+
+    def record_tuning_end(self, study_id: str, event: sink.TuningEnded) -> None:
+        """A tuned arm's search ended: its best trial, whose params the final trials use."""
+        with self._session() as session:
+            summary = self._tuning_for_update(session, study_id)
+            entry = summary.setdefault(event.arm, _planned_tuning())
+            entry["best"] = {
+                "number": event.best_number,
+                "params": event.best_params,
+                "value": event.best_value,
+            }
+            self._set_tuning(session, study_id, summary)
+
+    def tuning(self, study_id: str) -> dict[str, Any]:
+        """results.json's "tuning" section of the study: {} when no arm is tuned."""
+        with self._session() as session:
+            study = session.get(Study, study_id)
+            if study is None:
+                return {}
+            return self._tuning_section(session, study)
+
+    def _tuning_section(self, session: Session, study: Study) -> dict[str, Any]:
+        summary: dict[str, Any] = study.tuning or {}
+        trials: dict[str, list[dict[str, Any]]] = {arm: [] for arm in summary}
+        for row in session.scalars(
+            select(TuningTrial)
+            .where(TuningTrial.study_id == study.id)
+            .order_by(TuningTrial.arm, TuningTrial.number)
+        ):
+            trials.setdefault(row.arm, []).append(_columns(row, TUNING_TRIAL_FIELDS))
+        section: dict[str, Any] = {}
+        for arm, arm_trials in trials.items():
+            entry = summary.get(arm) or _planned_tuning()
+            section[arm] = {
+                "optuna_study": entry["optuna_study"],
+                "trials_planned": entry["trials_planned"],
+                "max_iterations": entry["max_iterations"],
+                "space": entry["space"],
+                "trials": arm_trials,
+                "best": entry["best"],
+            }
+        return section
+
     # --- reading results ---------------------------------------------------------------
 
     def trials(self, study_id: str) -> list[TrialRecord]:
@@ -536,12 +671,21 @@ class Store:
                 .where(Trial.study_id == study_id)
                 .group_by(Trial.arm)
             ).all()
+            tuning_done = session.scalar(
+                select(func.count()).where(
+                    TuningTrial.study_id == study_id,
+                    TuningTrial.state.in_(COUNTED_TUNING_STATES),
+                )
+            )
+            summary = session.scalar(select(Study.tuning).where(Study.id == study_id)) or {}
         return Progress(
             trials_done=done,
             trials_total=total,
             iterations_done=iterations_done or 0,
             iterations_total=iterations_total or 0,
             best_accuracy={arm: accuracy for arm, accuracy in best},
+            tuning_trials_done=tuning_done or 0,
+            tuning_trials_total=sum(e.get("trials_planned") or 0 for e in summary.values()),
         )
 
     def results(self, study_id: str) -> dict[str, Any] | None:
@@ -566,6 +710,7 @@ class Store:
                 .order_by(EvalPoint.trial_pk, EvalPoint.iteration)
             ):
                 points[p.trial_pk].append(_columns(p, EVAL_POINT_FIELDS))
+            tuning = self._tuning_section(session, study)
         wall_s = None
         if study.started_at and study.finished_at:
             wall_s = (study.finished_at - study.started_at).total_seconds()
@@ -582,6 +727,7 @@ class Store:
             "range_test": _range_test_section(study, range_points),
             "bounds": study.bounds,
             "arms": study.resolved_arms or {},
+            "tuning": tuning,
             "trials": [
                 {**_columns(t, RESULT_TRIAL_FIELDS), "points": points[t.id]} for t in trials
             ],

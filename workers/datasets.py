@@ -21,6 +21,7 @@ import torch
 import torchvision
 from torch.nn import functional
 from torch.utils.data import Dataset as TorchDataset
+from torch.utils.data import Subset
 
 from clr.params import Param, Registered, check_params
 
@@ -75,6 +76,67 @@ class Dataset:
                 f"{self.train_size} of {self.name!r}, got {batch_size}"
             )
         return self.train_size // batch_size
+
+    def validation_split(self, fraction: float, seed: int = 0) -> Dataset:
+        """The training set split in two: a seeded `fraction` of it becomes the held-out part.
+
+        Tuning searches on this, so the test set never chooses a learning rate: a baseline
+        tuned on the test set would look better than it is. The split is stratified, so
+        every class keeps its share in both parts. Inputs keep the whole training set's
+        standardisation (computed once at load); a step of the split cannot change it.
+        """
+        if not 0.0 < fraction < 1.0:
+            raise ValueError(f"validation fraction must be between 0 and 1, got {fraction!r}")
+        labels = self.y_train if self.y_train is not None else _targets(self.train_set)
+        held_out = _stratified_indices(labels, fraction, seed)
+        keep = torch.ones(len(labels), dtype=torch.bool)
+        keep[held_out] = False
+        train_idx = torch.nonzero(keep).flatten()
+        if len(held_out) == 0 or len(train_idx) == 0:
+            raise ValueError(
+                f"validation fraction {fraction} of {len(labels)} training examples leaves "
+                "one part empty"
+            )
+        name = f"{self.name}[validation]"
+        if self.x_train is not None and self.y_train is not None:
+            return Dataset(
+                name=name,
+                input_shape=self.input_shape,
+                num_classes=self.num_classes,
+                x_train=self.x_train[train_idx],
+                y_train=self.y_train[train_idx],
+                x_test=self.x_train[held_out],
+                y_test=self.y_train[held_out],
+            )
+        assert self.train_set is not None
+        return Dataset(
+            name=name,
+            input_shape=self.input_shape,
+            num_classes=self.num_classes,
+            train_set=Subset(self.train_set, train_idx.tolist()),
+            test_set=Subset(self.train_set, held_out.tolist()),
+        )
+
+
+def _targets(data: TorchDataset[tuple[torch.Tensor, int]] | None) -> torch.Tensor:
+    """Labels of a file-backed set without reading its images (ImageFolder keeps them)."""
+    targets = getattr(data, "targets", None)
+    if targets is None:
+        assert data is not None
+        targets = [data[i][1] for i in range(len(data))]  # type: ignore[arg-type]
+    return torch.as_tensor(targets, dtype=torch.int64)
+
+
+def _stratified_indices(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
+    """A seeded, per-class `fraction` of the indices of `labels`, sorted."""
+    generator = torch.Generator().manual_seed(seed)
+    chosen = []
+    for label in torch.unique(labels):
+        members = torch.nonzero(labels == label).flatten()
+        count = round(fraction * len(members))
+        order = torch.randperm(len(members), generator=generator)
+        chosen.append(members[order[:count]])
+    return torch.sort(torch.cat(chosen)).values
 
 
 DatasetLoader = Callable[[dict[str, Any], Path], Dataset]

@@ -26,14 +26,33 @@ from workers.sink import (
     StudyPlanned,
     TrialEnded,
     TrialStarted,
+    TuningEnded,
+    TuningStarted,
+    TuningTrialEnded,
 )
 
 FORMAT = 1
 TERMINAL_TRIAL_STATES = ("completed", "diverged", "failed", "cancelled")
+# Events after which the file is written at once; points wait for `write_every_s`.
+WRITTEN_AT_ONCE = (
+    StudyPlanned, BoundsFound, TuningStarted, TuningTrialEnded, TuningEnded, TrialEnded,
+)  # fmt: skip
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
+
+
+def _planned_tuning() -> dict[str, Any]:
+    """A tuned arm's entry before its search started: the Optuna study and space unknown."""
+    return {
+        "optuna_study": None,
+        "trials_planned": None,
+        "max_iterations": None,
+        "space": {},
+        "trials": [],
+        "best": None,
+    }
 
 
 def _finite(record: dict[str, Any]) -> dict[str, Any]:
@@ -71,6 +90,7 @@ class ResultsDocument:
             "range_test": None,
             "bounds": None,
             "arms": {},
+            "tuning": {},
             "trials": [],
         }
         self._trials: dict[str, dict[str, Any]] = {}
@@ -95,6 +115,9 @@ class ResultsDocument:
                 }
                 self._trials[planned.trial_id] = trial
                 doc["trials"].append(trial)
+            for tuning in event.tuning:
+                entry = self._tuning(tuning.arm)
+                entry.update(trials_planned=tuning.trials, max_iterations=tuning.max_iterations)
         elif isinstance(event, RangeTestPoints):
             if doc["range_test"] is None:
                 spec_test = doc["spec"].get("range_test") or {}
@@ -119,6 +142,31 @@ class ResultsDocument:
                 )
         elif isinstance(event, BoundsFound):
             doc["bounds"] = asdict(event)
+        elif isinstance(event, TuningStarted):
+            self._tuning(event.arm).update(
+                optuna_study=event.optuna_study,
+                trials_planned=event.trials,
+                max_iterations=event.max_iterations,
+                space=event.space,
+            )
+        elif isinstance(event, TuningTrialEnded):
+            tuning_trials = self._tuning(event.arm)["trials"]
+            record = _finite({k: v for k, v in asdict(event).items() if k != "arm"})
+            # The same trial again (told twice, or again by a restarted search, which knows
+            # no nodes) replaces it, keeping its node; the list stays sorted by number.
+            for earlier in tuning_trials:
+                if earlier["number"] == event.number:
+                    record["node_id"] = record["node_id"] or earlier["node_id"]
+                    tuning_trials.remove(earlier)
+                    break
+            tuning_trials.append(record)
+            tuning_trials.sort(key=lambda t: t["number"])
+        elif isinstance(event, TuningEnded):
+            self._tuning(event.arm)["best"] = {
+                "number": event.best_number,
+                "params": event.best_params,
+                "value": event.best_value,
+            }
         elif isinstance(event, ArmsResolved):
             doc["arms"] = event.arms
         elif isinstance(event, TrialStarted):
@@ -143,7 +191,14 @@ class ResultsDocument:
                 trial["node_id"] = event.node_id
             if trial["wall_s"] is None or event.state in ("completed", "diverged"):
                 trial["wall_s"] = event.wall_s
-        self._maybe_write(force=isinstance(event, TrialEnded | BoundsFound | StudyPlanned))
+        self._maybe_write(force=isinstance(event, WRITTEN_AT_ONCE))
+
+    def _tuning(self, arm: str) -> dict[str, Any]:
+        """The tuning section's entry of `arm`, made when it is first heard of."""
+        tuning: dict[str, dict[str, Any]] = self.doc["tuning"]
+        if arm not in tuning:
+            tuning[arm] = _planned_tuning()
+        return tuning[arm]
 
     def finish(self, status: str, error: str | None = None) -> dict[str, Any]:
         """Mark the study ended; trials that never ran are cancelled; write the file."""

@@ -33,6 +33,7 @@ from workers.sink import (
     EvalPoint,
     EvaluationPoints,
     PlannedTrial,
+    PlannedTuning,
     RangeTestEnded,
     RangeTestPoint,
     RangeTestPoints,
@@ -41,7 +42,7 @@ from workers.sink import (
     TrialEnded,
     TrialStarted,
 )
-from workers.spec import Limits, StudySpec
+from workers.spec import AUTO, TUNED, ArmSpec, Limits, StudySpec
 from workers.trials import (
     ArmPlan,
     RangeTestPlan,
@@ -51,6 +52,7 @@ from workers.trials import (
     run_arm,
     run_range_test,
 )
+from workers.tuning import METRIC, TuningFailed, TuningPlan, open_storage, run_search
 
 CHECKPOINT_EVERY = 4  # evaluations between checkpoints of an arm trial, at the most
 CHECKPOINT_FILE = "trial.pt"
@@ -77,6 +79,11 @@ class RunOptions:
     # Seconds between an arm trial's checkpoints, at the least: a crashed trial repeats at
     # most this much work, and short trials don't spend their time writing checkpoints.
     checkpoint_every_s: float = 10.0
+    # Where tuned arms keep their Optuna studies: an SQLAlchemy URL (the service's database,
+    # a SQLite file), or None for memory. A study run again on the same storage and prefix
+    # finishes its searches instead of starting them over.
+    tuning_storage: str | None = None
+    tuning_study_prefix: str | None = None  # default: `experiment`; names are f"{prefix}/{arm}"
     # Test hook: trial_id -> iteration at which that trial's process exits once, abruptly.
     fail_once_at: Mapping[str, int] = field(default_factory=dict)
 
@@ -175,6 +182,35 @@ def arm_trainable(config: dict[str, Any], data: Dataset) -> None:
             if not marker.exists():
                 marker.touch()
                 os._exit(1)  # the abrupt death of a worker process, as a crash would be
+
+
+def tuning_trainable(config: dict[str, Any], data: Dataset) -> None:
+    """One tuning trial: the arm with the searched values (at the top of `config`), scored
+    by validation accuracy at every evaluation. No checkpoints: a failed one is not retried."""
+    trial = config["trial"]
+    _trial_threads(trial["cpus"])
+    setup = _setup(trial)
+    given = dict(trial["plan"])
+    policy = given["policy"]
+    declared = {p.name: p.type for p in get_policy(policy["name"]).params}
+    chosen = {
+        k: round(config[k]) if declared[k] == "int" else float(config[k]) for k in trial["tuned"]
+    }
+    params = check_policy_params(policy["name"], {**policy["params"], **chosen})
+    plan = ArmPlan(**{**given, "policy": {"name": policy["name"], "params": params}})
+    engine = build_engine(setup, data, arm_lr_schedule(plan)(0))
+    node = _node_id()
+    for progress in run_arm(engine, plan):
+        tune.report(
+            {
+                # A diverged trial scores 0: the search must learn to avoid where it went.
+                METRIC: 0.0 if progress.point is None else progress.point.accuracy,
+                "iterations_done": progress.iteration,
+                "state": progress.state,
+                "wall_s": engine.elapsed_s,
+                "node_id": node,
+            }
+        )
 
 
 # --------------------------------------------------------------------------------------
@@ -349,37 +385,62 @@ def _flatten(trainable: Callable[[dict[str, Any], Dataset], None]) -> Callable[.
 # --------------------------------------------------------------------------------------
 # planning
 def _resolve_arms(
-    spec: StudySpec, iterations_per_epoch: int, budget: int, bounds: Bounds | None
+    spec: StudySpec,
+    iterations_per_epoch: int,
+    budget: int,
+    bounds: Bounds | None,
+    chosen: Mapping[str, Mapping[str, Any]],
 ) -> dict[str, dict[str, Any]]:
-    """Arms as they will train: "auto" from the bounds, epochs in iterations."""
-    arms: dict[str, dict[str, Any]] = {}
-    for arm in spec.arms:
-        params: dict[str, Any] = {}
-        auto: list[str] = []
-        iterations = arm.iterations or budget
-        for key, value in arm.policy.params.items():
-            if value == "auto":
-                assert bounds is not None
-                # A fixed/step/exp arm's "auto" lr is the lower bound: the paper's Table 1
-                # pairs a fixed LR of 0.001 with CLR bounds of 0.001-0.006.
-                params[key] = bounds.max_lr if key == "max_lr" else bounds.base_lr
-                auto.append(key)
-            elif isinstance(value, Mapping) and "epochs" in value:
-                params[key] = max(1, round(float(value["epochs"]) * iterations_per_epoch))
-            else:
-                params[key] = value
-        for param in get_policy(arm.policy.name).params:
-            if param.source == "budget" and param.name not in params:
-                params[param.name] = iterations
+    """Arms as they will train: "auto" from the bounds, "tuned" from `chosen` (per arm),
+    epochs in iterations."""
+    return {
+        arm.name: _resolve_arm(
+            arm, iterations_per_epoch, arm.iterations or budget, bounds, chosen.get(arm.name)
+        )
+        for arm in spec.arms
+    }
+
+
+def _resolve_arm(
+    arm: ArmSpec,
+    iterations_per_epoch: int,
+    iterations: int,
+    bounds: Bounds | None,
+    chosen: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """One arm resolved for `iterations`; without `chosen`, its tuned params are left out
+    (a tuning trial adds the values it tries)."""
+    params: dict[str, Any] = {}
+    auto: list[str] = []
+    tuned: list[str] = []
+    for key, value in arm.policy.params.items():
+        if value == AUTO:
+            assert bounds is not None
+            # A fixed/step/exp arm's "auto" lr is the lower bound: the paper's Table 1
+            # pairs a fixed LR of 0.001 with CLR bounds of 0.001-0.006.
+            params[key] = bounds.max_lr if key == "max_lr" else bounds.base_lr
+            auto.append(key)
+        elif value == TUNED:
+            tuned.append(key)
+            if chosen is not None:
+                params[key] = chosen[key]
+        elif isinstance(value, Mapping) and "epochs" in value:
+            params[key] = max(1, round(float(value["epochs"]) * iterations_per_epoch))
+        else:
+            params[key] = value
+    for param in get_policy(arm.policy.name).params:
+        if param.source == "budget" and param.name not in params:
+            params[param.name] = iterations
+    if chosen is not None:
         params = check_policy_params(arm.policy.name, params)  # complete, with defaults
-        arms[arm.name] = {
-            "optimizer": {"name": arm.optimizer.name, "options": dict(arm.optimizer.options)},
-            "policy": {"name": arm.policy.name, "params": params},
-            "auto": auto,
-            "iterations": iterations,
-            "cycle_momentum": arm.cycle_momentum,
-        }
-    return arms
+    return {
+        "optimizer": {"name": arm.optimizer.name, "options": dict(arm.optimizer.options)},
+        "policy": {"name": arm.policy.name, "params": params},
+        "auto": auto,
+        "tuned": tuned,
+        "iterations": iterations,
+        "cycle_momentum": arm.cycle_momentum,
+    }
 
 
 def trial_id(arm: str, seed: int) -> str:
@@ -428,7 +489,19 @@ def run_study(
         for arm in spec.arms
         for seed in spec.seeds
     }
-    sink.emit(StudyPlanned(per_epoch, tuple(planned.values())))
+    prefix = options.tuning_study_prefix or options.experiment
+    tuning = {
+        arm.name: TuningPlan.of(arm, f"{prefix}/{arm.name}", arms_budget[arm.name])
+        for arm in spec.arms
+        if arm.tuning is not None
+    }
+    sink.emit(
+        StudyPlanned(
+            per_epoch,
+            tuple(planned.values()),
+            tuple(PlannedTuning(a, t.trials, t.max_iterations) for a, t in tuning.items()),
+        )
+    )
     forward = _SinkCallback(sink, planned)
     started = time.monotonic()
 
@@ -440,22 +513,44 @@ def run_study(
         if bounds is None:
             raise StudyFailed(f"the range test trial failed: {forward.range_error}")
 
-    arms = _resolve_arms(spec, per_epoch, budget, bounds)
+    chosen: dict[str, dict[str, Any]] = {}
+    if tuning:
+        with open_storage(options.tuning_storage) as storage:
+            for arm in spec.arms:
+                if arm.name not in tuning:
+                    continue
+                best = _tune(
+                    spec,
+                    arm,
+                    tuning[arm.name],
+                    data,
+                    per_epoch,
+                    bounds,
+                    storage,
+                    options,
+                    sink,
+                    cancel,
+                )
+                if best is None:
+                    return StudyOutcome("cancelled", bounds=bounds)
+                chosen[arm.name] = best
+
+    arms = _resolve_arms(spec, per_epoch, budget, bounds, chosen)
     sink.emit(ArmsResolved(arms))
     trials = []
     for trial in planned.values():
-        arm = arms[trial.arm]
+        resolved = arms[trial.arm]
         config: dict[str, Any] = {
             "trial_id": trial.trial_id,
             "cpus": spec.resources_per_trial.cpu,
             "checkpoint_every_s": options.checkpoint_every_s,
-            "setup": _setup_dict(spec, trial.trial_id, trial.seed, arm["optimizer"]),
+            "setup": _setup_dict(spec, trial.trial_id, trial.seed, resolved["optimizer"]),
             "plan": asdict(
                 ArmPlan(
-                    policy=arm["policy"],
-                    iterations=arm["iterations"],
+                    policy=resolved["policy"],
+                    iterations=resolved["iterations"],
                     eval_every=spec.eval_every,
-                    cycle_momentum=arm["cycle_momentum"],
+                    cycle_momentum=resolved["cycle_momentum"],
                 )
             ),
         }
@@ -492,6 +587,55 @@ def run_study(
     if cancel.is_set():
         return StudyOutcome("cancelled", bounds=bounds)
     return StudyOutcome("succeeded", bounds=bounds)
+
+
+def _tune(
+    spec: StudySpec,
+    arm: ArmSpec,
+    plan: TuningPlan,
+    data: Dataset,
+    per_epoch: int,
+    bounds: Bounds | None,
+    storage: Any,
+    options: RunOptions,
+    sink: ResultSink,
+    cancel: threading.Event,
+) -> dict[str, Any] | None:
+    """Search a tuned arm's params on a validation split; the best values (None: cancelled)."""
+    resolved = _resolve_arm(arm, per_epoch, plan.max_iterations, bounds, None)
+    trial = f"{arm.name}-tuning"
+    base_config = {
+        "trial_id": trial,
+        "cpus": spec.resources_per_trial.cpu,
+        "tuned": resolved["tuned"],
+        "setup": _setup_dict(spec, trial, plan.seed, resolved["optimizer"]),
+        "plan": asdict(
+            ArmPlan(
+                policy=resolved["policy"],
+                iterations=plan.max_iterations,
+                eval_every=spec.eval_every,
+                cycle_momentum=resolved["cycle_momentum"],
+            )
+        ),
+    }
+    resources = spec.resources_per_trial
+    try:
+        return run_search(
+            plan,
+            tuning_trainable,
+            base_config,
+            data=data.validation_split(plan.validation_fraction, seed=plan.seed),
+            storage=storage,
+            sink=sink,
+            cancel=cancel,
+            stop=_CancelStopper(cancel),
+            resources={"cpu": resources.cpu, "gpu": resources.gpu},
+            storage_path=options.storage_path,
+            experiment=options.experiment,
+            max_concurrent_trials=options.max_concurrent_trials,
+        )
+    except TuningFailed as error:
+        raise StudyFailed(str(error)) from error
 
 
 def _range_test(

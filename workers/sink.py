@@ -14,9 +14,7 @@ TrialState = Literal["completed", "diverged", "failed", "cancelled"]
 # A tuning trial's end: "completed" ran to tuning.max_iterations; "stopped" was ended early
 # by ASHA (Optuna itself records those as COMPLETE); "interrupted" was running when an
 # earlier run of the study died (it is not counted in tuning.trials, another replaces it).
-TuningTrialState = Literal[
-    "completed", "stopped", "diverged", "failed", "cancelled", "interrupted"
-]
+TuningTrialState = Literal["completed", "stopped", "diverged", "failed", "cancelled", "interrupted"]
 RANGE_TEST_TRIAL_ID = "range_test"
 
 

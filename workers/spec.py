@@ -37,6 +37,8 @@ from workers.models import MODELS
 from workers.optimizers import OPTIMIZERS
 
 AUTO = "auto"
+# A policy parameter that a tuned arm's Optuna search chooses (see TuningSpec).
+TUNED = "tuned"
 # Iteration counts a policy may instead take in epochs, as {epochs: k}; the runner converts
 # them once the data set's size is known.
 EPOCH_PARAMS = frozenset({"step_size", "step_size_down"})
@@ -52,6 +54,7 @@ class Limits:
     max_arms: int = 20
     max_seeds: int = 10
     max_eval_points: int = 5_000  # evaluations per trial: iterations / eval_every
+    max_tuning_trials: int = 200  # tuning trials of one tuned arm
 
 
 def _limits(info: ValidationInfo) -> Limits:
@@ -172,6 +175,10 @@ def _is_auto(value: Any) -> bool:
     return isinstance(value, str) and value == AUTO
 
 
+def _is_tuned(value: Any) -> bool:
+    return isinstance(value, str) and value == TUNED
+
+
 def _epochs(key: str, value: Any) -> dict[str, float]:
     epochs: Any = value.get("epochs") if isinstance(value, Mapping) else None
     valid = (
@@ -204,6 +211,13 @@ def _check_policy(policy: PolicySpec) -> PolicySpec:
             plain[key] = value  # check_params refuses it, naming the known ones
         elif value is None and param.default is None:
             continue  # a None for a None default means that default
+        elif _is_tuned(value):
+            if param.type not in ("float", "int") or param.source == "budget":
+                raise ValueError(
+                    f"params.{key} cannot be tuned: only numbers the spec may give are "
+                    f"searched ({policy.name}: {', '.join(_tunable(entry.params))})"
+                )
+            deferred[key] = TUNED
         elif _is_auto(value):
             if param.source != "bounds":
                 allowed = ", ".join(bounds) or "none of its parameters"
@@ -220,7 +234,12 @@ def _check_policy(policy: PolicySpec) -> PolicySpec:
     given = deferred.keys() | plain.keys()
     for p in entry.params:
         if p.required and p.name not in policy.params and p.source != "budget":
-            hint = " (a number, or 'auto' to take it from the range test)" if p.source else ""
+            hint = (
+                " (a number, 'auto' to take it from the range test, or a range in the arm's "
+                "tuning.space to search it)"
+                if p.source
+                else ""
+            )
             raise ValueError(f"params.{p.name} is required by {policy.name}{hint}")
     params = {k: deferred[k] if k in deferred else checked[k] for k in declared if k in given}
     if not deferred and all(p.name in params for p in entry.params if p.required):
@@ -231,6 +250,15 @@ def _check_policy(policy: PolicySpec) -> PolicySpec:
         except ValueError as e:
             raise ValueError(f"params.{e}") from None
     return PolicySpec(name=policy.name, params=params)
+
+
+def _is_int(policy: str, key: str) -> bool:
+    return any(p.name == key and p.type == "int" for p in POLICIES[policy].params)
+
+
+def _tunable(params: tuple[Param, ...]) -> list[str]:
+    """Names of the parameters a tuned arm may search: numbers other than the budget."""
+    return [p.name for p in params if p.type in ("float", "int") and p.source != "budget"]
 
 
 PolicyRef = Annotated[
@@ -310,6 +338,94 @@ class RangeTestSpec(BaseModel):
         )
 
 
+class SearchRange(BaseModel):
+    """The range a tuned parameter is searched in: [low, high], on a log scale or not."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    low: float = Field(description="smallest value tried")
+    high: float = Field(description="largest value tried (> low)")
+    log: bool | None = Field(
+        None,
+        description="search on a log scale; default: yes for learning rates, no otherwise",
+    )
+
+
+def search_log(param: Param, bounds: SearchRange) -> bool:
+    """Whether `param` is searched on a log scale: as given, else for learning rates."""
+    return bounds.log if bounds.log is not None else param.source == "bounds"
+
+
+class TuningSpec(BaseModel):
+    """How a tuned arm's parameters are searched before its final trials.
+
+    Optuna's TPE sampler (seeded) proposes values; each tuning trial trains up to
+    `max_iterations` on a validation split of the training set, and ASHA stops the
+    unpromising ones early at rungs of grace_period x reduction_factor^k iterations. The
+    best trial that ran to `max_iterations` gives the values the final trials use.
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    trials: int = Field(description="tuning trials to run (>= 1), early-stopped ones included")
+    space: dict[str, SearchRange] = Field(
+        description="policy parameter -> {low, high, log}: what is searched, e.g. "
+        "{lr: {low: 0.0001, high: 1}}"
+    )
+    max_iterations: int | None = Field(
+        None, ge=1, description="budget of one tuning trial; default: the arm's budget"
+    )
+    grace_period: int | None = Field(
+        None,
+        ge=1,
+        description="iterations before ASHA may stop a trial; default: max_iterations / "
+        "reduction_factor^2",
+    )
+    reduction_factor: int = Field(
+        3, ge=2, description="ASHA keeps the best 1/reduction_factor at each rung"
+    )
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the sampler (TPE)")
+    validation_fraction: float = Field(
+        0.2,
+        gt=0,
+        le=0.5,
+        description="share of the training set held out to score tuning trials; the test "
+        "set never chooses",
+    )
+    start_with: list[dict[str, float]] = Field(
+        default_factory=list,
+        description="values to try first (e.g. a framework's default lr), each a full "
+        "point of the space",
+    )
+
+    @field_validator("trials", mode="before")
+    @classmethod
+    def _trials(cls, trials: Any, info: ValidationInfo) -> Any:
+        limit = _limits(info).max_tuning_trials
+        whole = isinstance(trials, int) and not isinstance(trials, bool)
+        if not whole or not 1 <= trials <= limit:
+            raise ValueError(
+                f"must be a whole number of tuning trials between 1 and {limit}, got {trials!r}"
+            )
+        return trials
+
+    @field_validator("space")
+    @classmethod
+    def _space(cls, space: dict[str, SearchRange]) -> dict[str, SearchRange]:
+        if not space:
+            raise ValueError("give at least one parameter to search, e.g. {lr: {low, high}}")
+        problems = []
+        for name, bounds in space.items():
+            if not bounds.low < bounds.high:
+                problems.append(
+                    f"{name}: empty search range: low ({bounds.low!r}) must be below "
+                    f"high ({bounds.high!r})"
+                )
+        if problems:
+            raise ValueError("\n".join(problems))
+        return space
+
+
 class ArmSpec(BaseModel):
     """One training recipe: an optimizer and an LR policy."""
 
@@ -327,6 +443,131 @@ class ArmSpec(BaseModel):
     iterations: int | None = Field(
         None, ge=1, description="this arm's budget per trial; default: the study's"
     )
+    tuning: TuningSpec | None = Field(
+        None,
+        description="search some policy parameters with Optuna before the final trials; "
+        "they are then 'tuned' in policy.params",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mark_tuned(cls, data: Any) -> Any:
+        """Parameters in tuning.space read as `tuned` in policy.params, unless given there."""
+        if not isinstance(data, Mapping):
+            return data
+        tuning, policy = data.get("tuning"), data.get("policy")
+        space = tuning.get("space") if isinstance(tuning, Mapping) else None
+        if not isinstance(space, Mapping) or policy is None:
+            return data
+        try:
+            form = _named_form("params")(policy)
+        except ValueError:
+            return data  # the policy's own validation names the problem
+        form = form.model_dump() if isinstance(form, BaseModel) else dict(form)
+        params = dict(form.get("params") or {})
+        if not isinstance(form.get("params", {}), Mapping):
+            return data
+        entry = POLICIES.get(form.get("name"))  # type: ignore[arg-type]
+        declared = {p.name for p in entry.params} if entry is not None else set()
+        for key in space:
+            if key in declared:  # an undeclared one is named by _check_tuning
+                params.setdefault(key, TUNED)
+        return {**data, "policy": {**form, "params": params}}
+
+    @model_validator(mode="after")
+    def _check_tuning(self) -> ArmSpec:
+        tuned = [k for k, v in self.policy.params.items() if _is_tuned(v)]
+        if self.tuning is None:
+            if tuned:
+                raise ValueError(
+                    f"policy.params.{tuned[0]} is 'tuned' but the arm has no tuning section; "
+                    f"add tuning: {{trials: N, space: {{{tuned[0]}: {{low: .., high: ..}}}}}}"
+                )
+            return self
+        problems = []
+        declared = {p.name: p for p in POLICIES[self.policy.name].params}
+        tunable = _tunable(tuple(declared.values()))
+        for key in self.tuning.space:
+            if key not in declared or key not in tunable:
+                problems.append(
+                    f"tuning.space.{key}: {self.policy.name} has no parameter {key!r} to "
+                    f"search; it may search: {', '.join(tunable)}"
+                )
+            elif not _is_tuned(self.policy.params.get(key)):
+                problems.append(
+                    f"tuning.space.{key}: policy.params also gives {key} = "
+                    f"{self.policy.params.get(key)!r}; leave it out there to search it"
+                )
+            elif search_log(declared[key], self.tuning.space[key]) and (
+                self.tuning.space[key].low <= 0
+            ):
+                problems.append(
+                    f"tuning.space.{key}: {key} is searched on a log scale, which needs "
+                    f"low > 0, got low={self.tuning.space[key].low!r}"
+                )
+            elif declared[key].type == "int":
+                bounds = self.tuning.space[key]
+                if bounds.low != int(bounds.low) or bounds.high != int(bounds.high):
+                    problems.append(
+                        f"tuning.space.{key}: {key} is a whole number of iterations, so low "
+                        f"and high must be whole numbers, got {bounds.low!r}..{bounds.high!r}"
+                    )
+        for key in tuned:
+            if key not in self.tuning.space:
+                problems.append(
+                    f"policy.params.{key} is 'tuned' but tuning.space has no range for it"
+                )
+        for i, point in enumerate(self.tuning.start_with):
+            if set(point) != set(self.tuning.space):
+                problems.append(
+                    f"tuning.start_with[{i}] must give exactly {', '.join(self.tuning.space)}, "
+                    f"got {', '.join(point) or 'nothing'}"
+                )
+                continue
+            for key, value in point.items():
+                bounds = self.tuning.space[key]
+                if not bounds.low <= value <= bounds.high:
+                    problems.append(
+                        f"tuning.start_with[{i}].{key} = {value!r} is outside its range "
+                        f"{bounds.low!r}..{bounds.high!r}"
+                    )
+        tuning = self.tuning
+        if (
+            tuning.grace_period is not None
+            and tuning.max_iterations is not None
+            and tuning.grace_period >= tuning.max_iterations
+        ):
+            problems.append(
+                f"tuning.grace_period ({tuning.grace_period}) must be below "
+                f"tuning.max_iterations ({tuning.max_iterations})"
+            )
+        if not problems:
+            problems += self._range_ends_problems(tuned)
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def _range_ends_problems(self, tuned: list[str]) -> list[str]:
+        """Both ends of every range must make a valid schedule (0 < gamma <= 1, ...).
+
+        Checked now when every other parameter is concrete, not after hours of training.
+        """
+        assert self.tuning is not None
+        rest = {k: v for k, v in self.policy.params.items() if k not in tuned}
+        if any(_is_auto(v) or isinstance(v, Mapping) for v in rest.values()):
+            return []
+        for p in POLICIES[self.policy.name].params:
+            if p.source == "budget" and p.name not in rest:
+                rest[p.name] = 1_000
+        problems = []
+        for end in ("low", "high"):
+            values = {k: getattr(self.tuning.space[k], end) for k in tuned}
+            values = {k: int(v) if _is_int(self.policy.name, k) else v for k, v in values.items()}
+            try:
+                make_schedule(self.policy.name, {**rest, **values})
+            except ValueError as e:
+                problems.append(f"tuning.space: at the range's {end} end, {e}")
+        return problems
 
 
 class StudySpec(BaseModel):
@@ -471,6 +712,14 @@ class StudySpec(BaseModel):
         for prefix, iterations, eval_every in budgets:
             if iterations is not None:
                 problems += _budget_problems(prefix, iterations, eval_every, limits)
+        for i, arm in enumerate(self.arms):
+            if arm.tuning is not None and arm.tuning.max_iterations is not None:
+                problems += [
+                    p.replace("iterations is", "tuning.max_iterations is", 1)
+                    for p in _budget_problems(
+                        f"arms[{i}].", arm.tuning.max_iterations, self.eval_every, limits
+                    )
+                ]
         names = [arm.name for arm in self.arms]
         if self.baseline is None:
             self.baseline = names[0]

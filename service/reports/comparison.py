@@ -3,6 +3,10 @@
 See docs/results-format.md for the input. Statistics use finished trials only: completed
 and diverged ones (a diverged trial counts as not reaching the target). Failed and cancelled
 trials are counted, never averaged. The report never carries NaN: missing figures are None.
+
+Each arm's cost is counted in training iterations: the range test (charged in full to every arm
+that takes bounds from it: each would need it alone), its tuning trials (an Optuna search,
+stopped-early and interrupted trials included: they were spent) and its final trials.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ REPORT_FORMAT = 1
 TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
 FINISHED_STATES = ("completed", "diverged")
 TRIAL_STATES = ("pending", "running", "completed", "diverged", "failed", "cancelled")
+TUNING_STATES = ("completed", "stopped", "diverged", "failed", "cancelled", "interrupted")
+CLR_POLICIES = ("triangular", "triangular2", "exp_range")
+CLR_VS_TUNED = "CLR with one range test vs tuned fixed LR"
 BUDGET_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 SIGNIFICANCE = 0.05
 CROSSING_RULE = (
@@ -46,6 +53,7 @@ def with_arms(results: Mapping[str, Any]) -> Mapping[str, Any]:
     if results.get("arms"):
         return results
     spec = results.get("spec") or {}
+    tuning = results.get("tuning") or {}
     arms = {
         arm["name"]: {
             "optimizer": arm.get("optimizer"),
@@ -53,12 +61,21 @@ def with_arms(results: Mapping[str, Any]) -> Mapping[str, Any]:
             "auto": [
                 k for k, v in (arm.get("policy") or {}).get("params", {}).items() if v == "auto"
             ],
+            "tuned": _spec_tuned(arm, tuning.get(arm["name"])),
             "iterations": arm.get("iterations") or spec.get("iterations"),
             "cycle_momentum": arm.get("cycle_momentum", False),
         }
         for arm in spec.get("arms") or ()
     }
     return {**results, "arms": arms}
+
+
+def _spec_tuned(arm: Mapping[str, Any], tuning: Mapping[str, Any] | None) -> list[str]:
+    """A spec arm's tuned parameters: those given as "tuned", else its search space's."""
+    params = (arm.get("policy") or {}).get("params") or {}
+    tuned = [k for k, v in params.items() if v == "tuned"]
+    space = (arm.get("tuning") or {}).get("space") or (tuning or {}).get("space") or {}
+    return tuned or list(space)
 
 
 def baseline_arm(results: Mapping[str, Any]) -> str | None:
@@ -106,6 +123,15 @@ def _check(results: Mapping[str, Any]) -> None:
                 f"trials[{i}].state must be one of {', '.join(TRIAL_STATES)}, "
                 f"got {trial.get('state')!r}"
             )
+    for name, entry in (results.get("tuning") or {}).items():
+        if name not in arms:
+            raise ValueError(f"tuning.{name} is not an arm; arms: {', '.join(arms)}")
+        for i, trial in enumerate((entry or {}).get("trials") or ()):
+            if trial.get("state") not in TUNING_STATES:
+                raise ValueError(
+                    f"tuning.{name}.trials[{i}].state must be one of "
+                    f"{', '.join(TUNING_STATES)}, got {trial.get('state')!r}"
+                )
 
 
 def _final_accuracies(trials: Sequence[Mapping[str, Any]]) -> list[float]:
@@ -160,12 +186,106 @@ def _welch(arm: str, finals: Sequence[float], base: str, base_finals: Sequence[f
     return {"against": base, "p_value": p, "sentence": sentence}
 
 
+def _iterations(value: Any) -> int:
+    """An iteration count of the document; 0 where it is missing."""
+    number = _finite(value)
+    return int(number) if number is not None and number > 0 else 0
+
+
+def range_test_iterations(results: Mapping[str, Any]) -> int:
+    """The range test's iterations run: `stopped_at`, else its points so far; 0 without one."""
+    test = results.get("range_test")
+    if not test:
+        return 0
+    if _finite(test.get("stopped_at")) is not None:
+        return _iterations(test["stopped_at"])
+    return len(test.get("points") or ())
+
+
+def tuned_params(name: str, arm: Mapping[str, Any], tuning: Mapping[str, Any]) -> list[str]:
+    """The arm's parameters chosen by its Optuna search; [] for an arm that is not tuned."""
+    tuned = list(arm.get("tuned") or ())
+    return tuned or list(((tuning.get(name) or {}).get("space")) or {})
+
+
+def _cost(
+    arm: Mapping[str, Any],
+    trials: Sequence[Mapping[str, Any]],
+    tuning: Mapping[str, Any] | None,
+    range_test: int,
+) -> dict[str, Any]:
+    """What the arm cost, in training iterations (see the module's docstring)."""
+    charged = range_test if arm.get("auto") else 0
+    tuning_trials: Sequence[Mapping[str, Any]] = (tuning or {}).get("trials") or ()
+    tuned = sum(_iterations(t.get("iterations_done")) for t in tuning_trials)
+    spent = [_iterations(t.get("iterations_done")) for t in trials]
+    seeds = sum(1 for s in spent if s > 0)
+    trained = sum(spent)
+    return {
+        "range_test": charged,
+        "tuning": tuned,
+        "trials": trained,
+        "total": charged + tuned + trained,
+        "tuning_trials": len(tuning_trials),
+        "stopped_early": sum(t.get("state") == "stopped" for t in tuning_trials),
+        "seeds_ran": seeds,
+        "per_seed_total": charged + tuned + trained / seeds if seeds else None,
+    }
+
+
+def _tuning(entry: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A tuned arm's search: its best trial, counts by state, and every tuning trial."""
+    if entry is None:
+        return None
+    trials = sorted(entry.get("trials") or (), key=lambda t: t.get("number") or 0)
+    best = entry.get("best")
+    best_number = best.get("number") if best else None
+    states = {state: sum(t.get("state") == state for t in trials) for state in TUNING_STATES}
+    return {
+        "optuna_study": entry.get("optuna_study"),
+        "trials_planned": entry.get("trials_planned"),
+        "max_iterations": entry.get("max_iterations"),
+        "space": dict(entry.get("space") or {}),
+        "best": (
+            {
+                "number": best_number,
+                "params": dict(best.get("params") or {}),
+                "value": _finite(best.get("value")),
+            }
+            if best
+            else None
+        ),
+        "states": states,
+        # interrupted trials were replaced by others: they do not count towards trials_planned
+        "ended": len(trials) - states["interrupted"],
+        "trials": [
+            {
+                "number": t.get("number"),
+                "params": dict(t.get("params") or {}),
+                "state": t.get("state"),
+                "iterations_done": _iterations(t.get("iterations_done")),
+                "value": _finite(t.get("value")),
+                "wall_s": _finite(t.get("wall_s")),
+                "error": t.get("error"),
+                "best": best_number is not None and t.get("number") == best_number,
+            }
+            for t in trials
+        ],
+    }
+
+
+def _source(name: str, auto: set[str], tuned: set[str]) -> str:
+    return "tuned" if name in tuned else "range test" if name in auto else "given"
+
+
 def _arm_row(
     name: str,
     arm: Mapping[str, Any],
     trials: Sequence[Mapping[str, Any]],
     target: float | None,
     budget_iterations: Sequence[float],
+    tuning: Mapping[str, Any],
+    range_test: int,
 ) -> dict[str, Any]:
     finished = [t for t in trials if t["state"] in FINISHED_STATES]
     seeds = [_seed_row(t, target) for t in finished]
@@ -191,6 +311,7 @@ def _arm_row(
             {"fraction": fraction, "iteration": iteration, "mean": _mean(values), "n": len(values)}
         )
     auto = set(arm.get("auto") or ())
+    tuned = set(tuned_params(name, arm, tuning))
     policy = arm.get("policy") or {}
     optimizer = arm.get("optimizer") or {}
     counts = {state: sum(t["state"] == state for t in trials) for state in TRIAL_STATES}
@@ -200,7 +321,7 @@ def _arm_row(
         "optimizer_options": dict(optimizer.get("options") or {}),
         "policy": policy.get("name"),
         "params": [
-            {"name": k, "value": v, "source": "range test" if k in auto else "given"}
+            {"name": k, "value": v, "source": _source(k, auto, tuned)}
             for k, v in (policy.get("params") or {}).items()
         ],
         "iterations": arm.get("iterations"),
@@ -219,6 +340,8 @@ def _arm_row(
         "failed": counts["failed"],
         "accuracy_at_budget": at_budget,
         "welch": None,
+        "cost": _cost(arm, trials, tuning.get(name), range_test),
+        "tuning": _tuning(tuning.get(name)),
         "seeds": seeds,
     }
 
@@ -301,6 +424,7 @@ def _verdicts(
             else ""
         )
         lines.append(f"{head}, {compared} {baseline} ({format_iterations(base_its)}{base_seeds}).")
+    lines += _clr_vs_tuned(report, rows)
     for row in rows:
         welch = row["welch"]
         if welch is not None and welch["p_value"] is not None:
@@ -317,6 +441,178 @@ def _verdicts(
         ]
         if problems:
             lines.append(f"{row['arm']}: {' and '.join(problems)}.")
+    return lines
+
+
+def _study_cost(rows: Sequence[Mapping[str, Any]], range_test: int) -> dict[str, Any]:
+    """What the study spent, the range test once, and how arms are charged for it."""
+    sharing = [row["arm"] for row in rows if row["cost"]["range_test"]]
+    shown = format_iterations(range_test)
+    if len(sharing) > 1:
+        note = (
+            f"The range test ran once ({shown} iterations) and is shared by {len(sharing)} "
+            f"arms ({', '.join(sharing)}); each is charged it in full, as each would need it "
+            "alone."
+        )
+    elif sharing:
+        note = (
+            f"The range test ({shown} iterations) is charged to {sharing[0]}, the only arm "
+            "that takes its bounds from it."
+        )
+    elif range_test:
+        note = f"The range test ran ({shown} iterations) but no arm takes its bounds from it."
+    else:
+        note = "No range test was run: no arm is charged for one."
+    tuned = sum(row["cost"]["tuning"] for row in rows)
+    trained = sum(row["cost"]["trials"] for row in rows)
+    return {
+        "range_test": range_test,
+        "range_test_shared_by": sharing,
+        "tuning": tuned,
+        "trials": trained,
+        "total": range_test + tuned + trained,
+        "note": note
+        + " Tuning counts every tuning trial's iterations, stopped early and interrupted ones "
+        "included; trials count every seed's final trial.",
+    }
+
+
+def _is_tuned(row: Mapping[str, Any]) -> bool:
+    return row["tuning"] is not None or any(p["source"] == "tuned" for p in row["params"])
+
+
+def _finals(row: Mapping[str, Any]) -> list[float]:
+    return [s["final_accuracy"] for s in row["seeds"] if s["final_accuracy"] is not None]
+
+
+def _reach(row: Mapping[str, Any]) -> str:
+    reach = row["iterations_to_target"]
+    if reach["of"] == 0:
+        return "no finished seed"
+    seeds = f" ({reach['reached']} of {reach['of']} seeds)"
+    if reach["mean"] is None:
+        return f"never{seeds}"
+    return format_iterations(reach["mean"]) + (seeds if reach["reached"] < reach["of"] else "")
+
+
+def _cost_text(row: Mapping[str, Any], shared_by: int) -> str:
+    """'range test 300 + tuning 5,120 (12 trials, 7 stopped early) + trials 2,016 = 7,436'."""
+    cost, tuning = row["cost"], row["tuning"]
+    parts = []
+    if cost["range_test"]:
+        shared = f" (shared by {shared_by} arms)" if shared_by > 1 else ""
+        parts.append(f"range test {format_iterations(cost['range_test'])}{shared}")
+    if tuning is not None:
+        planned = tuning["trials_planned"]
+        ended = (
+            f"{tuning['ended']} of {planned} trials"
+            if isinstance(planned, int) and tuning["ended"] < planned
+            else f"{tuning['ended']} trials"
+        )
+        details = [ended]
+        if cost["stopped_early"]:
+            details.append(f"{cost['stopped_early']} stopped early")
+        if tuning["states"]["interrupted"]:
+            details.append(f"{tuning['states']['interrupted']} interrupted and rerun")
+        parts.append(f"tuning {format_iterations(cost['tuning'])} ({', '.join(details)})")
+    parts.append(f"trials {format_iterations(cost['trials'])}")
+    return f"{' + '.join(parts)} = {format_iterations(cost['total'])} iterations"
+
+
+def _compute_ratio(clr: Mapping[str, Any], fixed: Mapping[str, Any]) -> str | None:
+    """'sgd-triangular2 used 3.1x less compute', on totals, or per trained model when the two
+    arms trained different numbers of seeds; None when a total is 0."""
+    a, b = clr["cost"], fixed["cost"]
+    per_seed = a["seeds_ran"] != b["seeds_ran"]
+    mine, theirs = (
+        (a["per_seed_total"], b["per_seed_total"]) if per_seed else (a["total"], b["total"])
+    )
+    if not mine or not theirs:
+        return None
+    ratio = theirs / mine
+    if round(ratio, 1) == 1.0:
+        compared = f"{clr['arm']} and {fixed['arm']} used about the same compute"
+    elif ratio > 1:
+        compared = f"{clr['arm']} used {ratio:.1f}x less compute"
+    else:
+        compared = f"{clr['arm']} used {1 / ratio:.1f}x more compute"
+    if per_seed:
+        compared += (
+            f" per trained model (they trained {a['seeds_ran']} and {b['seeds_ran']} seeds: "
+            f"{format_iterations(mine)} against {format_iterations(theirs)} iterations each)"
+        )
+    return compared
+
+
+def _clr_vs_tuned(report: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per tuned fixed-LR arm against the best untuned CLR arm with range-test bounds."""
+    fixed_rows = [r for r in rows if r["policy"] == "fixed" and _is_tuned(r)]
+    clr_rows = [
+        r
+        for r in rows
+        if r["policy"] in CLR_POLICIES
+        and not _is_tuned(r)
+        and any(p["source"] == "range test" for p in r["params"])
+    ]
+    if not fixed_rows or not clr_rows:
+        return []
+    ranked = [r for r in clr_rows if r["final_accuracy"]["mean"] is not None]
+    clr = max(ranked, key=lambda r: r["final_accuracy"]["mean"]) if ranked else clr_rows[0]
+    if len(clr_rows) == 1:
+        choice = "the only CLR arm with range-test bounds"
+    elif len(ranked) == len(clr_rows):
+        choice = f"best of {len(clr_rows)} CLR arms by final accuracy"
+    elif ranked:
+        missing = len(clr_rows) - len(ranked)
+        choice = (
+            f"best of {len(ranked)} CLR arms by final accuracy; "
+            f"{missing} more {'has' if missing == 1 else 'have'} no finished seed"
+        )
+    else:
+        choice = f"first of {len(clr_rows)} CLR arms, none with a finished seed"
+    partial = report["partial"]
+    so_far = " so far" if partial else ""
+    shared_by = len(report["cost"]["range_test_shared_by"])
+    target = report["target"]["accuracy"]
+    lines = []
+    for fixed in fixed_rows:
+        a, b = clr["final_accuracy"]["mean"], fixed["final_accuracy"]["mean"]
+        head = f"{CLR_VS_TUNED}: {clr['arm']} ({choice})"
+        compared = a is not None and b is not None
+        if compared:
+            welch = _welch(clr["arm"], _finals(clr), fixed["arm"], _finals(fixed))
+            text = (
+                f"{head} ended at {format_percent(a)} against {format_percent(b)} for "
+                f"{fixed['arm']}: {welch['sentence']}."
+            )
+            if target is not None:
+                text += (
+                    f" Iterations to the target ({format_percent(target)}): {_reach(clr)} "
+                    f"against {_reach(fixed)}."
+                )
+        else:
+            lacking = [r["arm"] for r in (clr, fixed) if r["final_accuracy"]["mean"] is None]
+            has = "has" if len(lacking) == 1 else "have"
+            text = (
+                f"{head} against {fixed['arm']}: not compared{' yet' if partial else ''}, "
+                f"{' and '.join(lacking)} {has} no finished seed."
+            )
+        text += (
+            f" Compute{so_far}: {_cost_text(clr, shared_by)} against {_cost_text(fixed, shared_by)}"
+        )
+        ratio = _compute_ratio(clr, fixed) if compared and not partial else None
+        if ratio is not None:
+            text += f"; {ratio}."
+        elif compared and partial:
+            text += "; no compute ratio until the study has ended."
+        else:
+            text += "."
+        if clr["optimizer"] != fixed["optimizer"]:
+            text += (
+                f" The two arms use different optimizers ({clr['optimizer']} and "
+                f"{fixed['optimizer']})."
+            )
+        lines.append(text)
     return lines
 
 
@@ -352,8 +648,10 @@ def build_report(results: Mapping[str, Any]) -> dict[str, Any]:
 
     by_arm = {name: [t for t in trials if t["arm"] == name] for name in arms}
     target = _target(results, by_arm[baseline] if baseline else ())
+    tuning: Mapping[str, Any] = results.get("tuning") or {}
+    range_test = range_test_iterations(results)
     rows = [
-        _arm_row(name, arm, by_arm[name], target["accuracy"], budget_iterations)
+        _arm_row(name, arm, by_arm[name], target["accuracy"], budget_iterations, tuning, range_test)
         for name, arm in arms.items()
     ]
     base_row = next((r for r in rows if r["arm"] == baseline), None)
@@ -393,6 +691,7 @@ def build_report(results: Mapping[str, Any]) -> dict[str, Any]:
             "iterations": budget_iterations,
         },
         "arms": rows,
+        "cost": _study_cost(rows, range_test),
         "range_test": _range_test(results),
         "bounds": dict(results["bounds"]) if results.get("bounds") else None,
         "iterations_per_epoch": results.get("iterations_per_epoch"),

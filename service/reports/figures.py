@@ -163,7 +163,8 @@ def schedule_figure(results: Mapping[str, Any]) -> str:
     """The LR schedule of every arm over its iterations, as SVG (log scale over wide ranges).
 
     Arms not resolved yet (bounds still "auto", step sizes in epochs, no budget: the
-    range test has not ended) are left out.
+    range test has not ended; parameters still "tuned": the arm's search has not ended) are
+    left out.
     """
     arms: Mapping[str, Mapping[str, Any]] = results.get("arms") or {}
     colors = arm_colors(list(arms))
@@ -172,7 +173,7 @@ def schedule_figure(results: Mapping[str, Any]) -> str:
     for name, arm in arms.items():
         policy = arm["policy"]
         params = policy.get("params") or {}
-        unresolved = any(v == "auto" or isinstance(v, Mapping) for v in params.values())
+        unresolved = any(v in ("auto", "tuned") or isinstance(v, Mapping) for v in params.values())
         if unresolved or not arm.get("iterations"):
             continue
         schedule = make_schedule(policy["name"], params)

@@ -1,13 +1,16 @@
 """The report as one self-contained HTML page: verdicts, tables and inline SVG plots.
 
 Nothing is fetched: no external CSS, JS or fonts, so the page works offline and can be mailed.
-Stable ids (`summary`, `verdicts`, `partial`, ...) and `class="plot"` on each figure's
-container are part of the contract: the browser test and users' scripts select by them.
+Stable ids (`summary`, `verdicts`, `partial`, `tuning`, `tuning-0`, ...) and `class="plot"` on
+each figure's container are part of the contract: the browser test and users' scripts select
+by them. Each tuned arm's part of the `tuning` section is a `div.tuned-arm` whose `data-arm` is
+the arm's name; its table of tuning trials is `tuning-<i>` (i: the tuned arms' order) and the
+best trial's row has `class="best"`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from html import escape
 from typing import Any
 
@@ -39,8 +42,11 @@ th { background: #f4f4f4; } td.text, th.text { text-align: left; }
 .swatch { display: inline-block; width: 0.8em; height: 0.8em; border-radius: 2px;
           margin-right: 0.4em; vertical-align: -0.05em; }
 figure.plot { margin: 1em 0; } figure.plot svg { max-width: 100%; height: auto; }
+th.group { text-align: center; } tr.best td { background: #e6f4e6; font-weight: 600; }
+h3 { font-size: 1em; margin-top: 1.2em; }
 """
 _MISSING = "&ndash;"
+_MARKS = {"range test": "&dagger;", "tuned": "&Dagger;"}
 
 
 def _e(value: Any) -> str:
@@ -55,20 +61,42 @@ def _percent(value: float | None) -> str:
     return format_percent(value) if value is not None else _MISSING
 
 
-def _table(table_id: str, head: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
-    """A table of already-escaped cells; the first column is text, the others numbers."""
-    header = "".join(
-        f'<th class="text">{h}</th>' if i == 0 else f"<th>{h}</th>" for i, h in enumerate(head)
-    )
-    body = "".join(
-        "<tr>"
-        + "".join(
-            f'<td class="text">{c}</td>' if i == 0 else f"<td>{c}</td>" for i, c in enumerate(row)
+def _cell(tag: str, content: str, text: bool, attrs: str = "") -> str:
+    if text:
+        attrs += ' class="text"'
+    return f"<{tag}{attrs}>{content}</{tag}>"
+
+
+def _table(
+    table_id: str,
+    head: Iterable[str],
+    rows: Iterable[Iterable[str]],
+    *,
+    groups: Sequence[tuple[str, int]] = (),
+    text: Iterable[int] = (0,),
+    row_classes: Sequence[str] = (),
+) -> str:
+    """A table of already-escaped cells; the `text` columns (the first) are text, the others
+    numbers. `groups`: (label, width) headers spanning the last columns over their own;
+    `row_classes`: a class per body row ("" for none)."""
+    heads, texts = list(head), set(text)
+    first = len(heads) - sum(width for _, width in groups)
+    if groups:
+        top = "".join(
+            _cell("th", h, i in texts, ' rowspan="2"') for i, h in enumerate(heads[:first])
         )
+        top += "".join(f'<th colspan="{w}" class="group">{label}</th>' for label, w in groups)
+        bottom = "".join(_cell("th", h, i in texts) for i, h in enumerate(heads) if i >= first)
+        header = f"<tr>{top}</tr><tr>{bottom}</tr>"
+    else:
+        header = "<tr>" + "".join(_cell("th", h, i in texts) for i, h in enumerate(heads)) + "</tr>"
+    body = "".join(
+        (f'<tr class="{row_classes[r]}">' if r < len(row_classes) and row_classes[r] else "<tr>")
+        + "".join(_cell("td", c, i in texts) for i, c in enumerate(row))
         + "</tr>"
-        for row in rows
+        for r, row in enumerate(rows)
     )
-    return f'<table id="{table_id}"><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>'
+    return f'<table id="{table_id}"><thead>{header}</thead><tbody>{body}</tbody></table>'
 
 
 def _arm_cell(name: str, color: str, baseline: str | None) -> str:
@@ -96,9 +124,10 @@ def _summary(report: Mapping[str, Any], colors: Mapping[str, str]) -> str:
             else f"never ({reach['reached']}/{reach['of']})"
         )
         params = ", ".join(
-            f"{_e(p['name'])}={_num(p['value'])}{'&dagger;' if p['source'] == 'range test' else ''}"
+            f"{_e(p['name'])}={_num(p['value'])}{_MARKS.get(p['source'], '')}"
             for p in row["params"]
         )
+        cost = row["cost"]
         options = ", ".join(f"{_e(k)}={_num(v)}" for k, v in row["optimizer_options"].items())
         rows.append(
             [
@@ -111,6 +140,10 @@ def _summary(report: Mapping[str, Any], colors: Mapping[str, str]) -> str:
                 f"{row['speedup']:.2f}x" if row["speedup"] is not None else _MISSING,
                 f"{row['wall_s_mean']:.1f} s" if row["wall_s_mean"] is not None else _MISSING,
                 f"{row['diverged']} / {row['failed']}",
+                format_iterations(cost["range_test"]),
+                format_iterations(cost["tuning"]) if row["tuning"] is not None else _MISSING,
+                format_iterations(cost["trials"]),
+                f"<b>{format_iterations(cost['total'])}</b>",
             ]
         )
     head = [
@@ -123,8 +156,12 @@ def _summary(report: Mapping[str, Any], colors: Mapping[str, str]) -> str:
         "speedup vs baseline",
         "wall time per trial",
         "diverged / failed",
+        "range test",
+        "tuning",
+        "trials",
+        "total",
     ]
-    return _table("summary", head, rows)
+    return _table("summary", head, rows, groups=[("cost (training iterations)", 4)])
 
 
 def _budgets(report: Mapping[str, Any], colors: Mapping[str, str]) -> str:
@@ -153,6 +190,96 @@ def _tests(report: Mapping[str, Any], colors: Mapping[str, str]) -> str:
         if row["welch"] is not None
     ]
     return _table("t-tests", ["arm", "against", "p-value", "result"], rows)
+
+
+def _search_space(space: Mapping[str, Any]) -> str:
+    return ", ".join(
+        f"{_e(name)} in [{_num(r.get('low'))}, {_num(r.get('high'))}]"
+        + (" (log scale)" if r.get("log") else "")
+        for name, r in space.items()
+        if isinstance(r, Mapping)
+    )
+
+
+def _tuning(report: Mapping[str, Any], colors: Mapping[str, str]) -> str:
+    """One part per tuned arm: what its Optuna search found, and every tuning trial."""
+    parts = []
+    tuned = [row for row in report["arms"] if row["tuning"] is not None]
+    for index, row in enumerate(tuned):
+        tuning, cost = row["tuning"], row["cost"]
+        best = tuning["best"]
+        planned = tuning["trials_planned"]
+        ended = (
+            f"{tuning['ended']} of {planned}"
+            if isinstance(planned, int) and tuning["ended"] < planned
+            else str(tuning["ended"])
+        )
+        states = tuning["states"]
+        counts = ", ".join(
+            f"{n} {'stopped early by ASHA' if state == 'stopped' else _e(state)}"
+            for state, n in states.items()
+            if n and state not in ("completed", "interrupted")
+        )
+        interrupted = (
+            f"; {states['interrupted']} more {'was' if states['interrupted'] == 1 else 'were'} "
+            "interrupted by a restart and replaced"
+            if states.get("interrupted")
+            else ""
+        )
+        if best is not None:
+            chosen = ", ".join(f"{_e(k)}={_num(v)}" for k, v in best["params"].items())
+            value = (
+                f" (validation accuracy {_percent(best['value'])})"
+                if best["value"] is not None
+                else ""
+            )
+            found = f"Best: trial {_e(best['number'])}, {chosen}{value}; the final trials use it."
+        else:
+            found = "No best trial yet: the search has not ended."
+        space = _search_space(tuning["space"])
+        max_its = tuning["max_iterations"]
+        budget = f" of at most {format_iterations(max_its)} iterations" if max_its else ""
+        text = (
+            f"<p>{ended} tuning trials{budget} ended"
+            + (f" ({counts}; the others ran to the end)" if counts else "")
+            + f"{interrupted}. They trained {format_iterations(cost['tuning'])} iterations "
+            "in all, every one counted in the arm's cost."
+            + (f" Searched: {space}." if space else "")
+            + f" {found}</p>"
+            f"<p>Optuna study <code>{_e(tuning['optuna_study'])}</code>: open it with "
+            "optuna-dashboard on the service's tuning storage to see every trial's curve.</p>"
+        )
+        rows = [
+            [
+                f"{_e(t['number'])}{' (best)' if t['best'] else ''}",
+                ", ".join(f"{_e(k)}={_num(v)}" for k, v in t["params"].items()) or _MISSING,
+                _e(t["state"]) + (f": {_e(t['error'])}" if t["error"] else ""),
+                format_iterations(t["iterations_done"]),
+                _percent(t["value"]),
+            ]
+            for t in tuning["trials"]
+        ]
+        table = _table(
+            f"tuning-{index}",
+            ["trial", "params", "state", "iterations", "validation accuracy"],
+            rows,
+            text=(0, 1, 2),
+            row_classes=["best" if t["best"] else "" for t in tuning["trials"]],
+        )
+        parts.append(
+            f'<div class="tuned-arm" data-arm="{_e(row["arm"])}"><h3>'
+            f"{_arm_cell(row['arm'], colors[row['arm']], report['baseline'])}</h3>"
+            f"{text}{table}</div>"
+        )
+    if not parts:
+        return ""
+    return (
+        '<section id="tuning"><h2>Tuning</h2><p class="note">A tuned arm\'s parameters were '
+        "chosen by an Optuna search (through Ray Tune, with ASHA stopping unpromising trials "
+        "early) on a validation split of the training set; the test set never chose. Its "
+        "cost counts every tuning trial's iterations, stopped early and interrupted ones "
+        "included.</p>" + "".join(parts) + "</section>"
+    )
 
 
 def _figure(figure_id: str, svg: str | None, caption: str) -> str:
@@ -236,8 +363,10 @@ def render_html(results: Mapping[str, Any], report: Mapping[str, Any] | None = N
 {banners}
 <section id="verdicts"><h2>Verdict</h2><ul>{verdicts}</ul></section>
 <section id="summary-section"><h2>Summary</h2>{_summary(report, colors)}
-<p class="note">&dagger; from the LR range test; other parameters as given.
-CI: Student t over seeds. Failed and cancelled trials are excluded from the figures.</p></section>
+<p class="note">&dagger; from the LR range test; &Dagger; chosen by tuning; other parameters
+as given. CI: Student t over seeds. Failed and cancelled trials are excluded from the figures.
+Cost: training iterations spent for the arm: its range test, its tuning trials and its final
+trials (every seed). {_e(report["cost"]["note"])}</p></section>
 <section id="target"><h2>Target and crossing rule</h2>
 <p>{target_text}{_e(target["description"])}.</p><p>{_e(target["rule"])}</p></section>
 <section id="budgets"><h2>Accuracy at fractions of the baseline's iterations</h2>
@@ -245,6 +374,7 @@ CI: Student t over seeds. Failed and cancelled trials are excluded from the figu
 <p class="note">Mean over finished seeds, interpolated between evaluations.</p></section>
 <section id="tests"><h2>Final accuracy against the baseline (Welch's t-test)</h2>
 {_tests(report, colors)}</section>
+{_tuning(report, colors)}
 <section id="plots"><h2>Plots</h2>{plots}</section>
 <section id="range-test"><h2>LR range test</h2>{range_section}</section>
 </body></html>

@@ -11,9 +11,16 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
+from service.driver import PhaseSink
 from service.sinks import DatabaseSink
 from service.store import Store
-from workers.sink import PlannedTrial, StudyPlanned
+from workers.sink import (
+    PlannedTrial,
+    PlannedTuning,
+    StudyPlanned,
+    TuningStarted,
+    TuningTrialEnded,
+)
 
 STUDIES = "/api/v1/studies"
 Headers = dict[str, str]
@@ -44,6 +51,7 @@ def test_get_shows_progress_bounds_best_accuracy_and_the_ray_job(
     assert study["phase"] == "done"
     assert study["progress"]["trials_done"] == study["progress"]["trials_total"] == 4
     assert study["progress"]["iterations_done"] == study["progress"]["iterations_total"] == 240
+    assert study["progress"]["tuning_trials_done"] == study["progress"]["tuning_trials_total"] == 0
     assert study["progress"]["best_accuracy"] == {
         "fixed": pytest.approx(0.7),
         "triangular": pytest.approx(0.95),
@@ -55,6 +63,32 @@ def test_get_shows_progress_bounds_best_accuracy_and_the_ray_job(
     assert study["ray_dashboard_url"] == f"{dashboard}/#/jobs/{job}"
     assert study["started_at"] is not None and study["finished_at"] is not None
     assert study["links"]["report_html"] == f"{STUDIES}/{trained_study}/report.html"
+
+
+def test_a_tuning_study_shows_its_phase_search_progress_and_trials(
+    client: TestClient, alice: Headers, store: Store, submit: Callable[..., dict[str, Any]]
+) -> None:
+    study_id = submit(alice)["id"]
+    store.transition(study_id, "running", expected={"queued"})
+    sink = PhaseSink(DatabaseSink(store, study_id), store, study_id)
+    trials = (PlannedTrial("fixed-s0", "fixed", 0, 60),)
+    sink.emit(StudyPlanned(21, trials, (PlannedTuning("fixed", 3, 40),)))
+    space = {"lr": {"type": "float", "low": 0.001, "high": 1.0, "log": True}}
+    sink.emit(TuningStarted("fixed", f"clrstudy-{study_id}/fixed", 3, 40, space))
+    sink.emit(TuningTrialEnded("fixed", 0, {"lr": 0.1}, "stopped", 20, 0.7, 0.5))
+    sink.emit(TuningTrialEnded("fixed", 1, {"lr": 0.01}, "interrupted", 5, None, 0.1))
+
+    study = client.get(f"{STUDIES}/{study_id}", headers=alice).json()
+    assert study["phase"] == "tuning"
+    progress = study["progress"]
+    assert (progress["tuning_trials_done"], progress["tuning_trials_total"]) == (1, 3)
+    assert (progress["trials_done"], progress["trials_total"]) == (0, 1)
+    tuning = client.get(f"{STUDIES}/{study_id}/results", headers=alice).json()["tuning"]
+    assert [(t["number"], t["state"]) for t in tuning["fixed"]["trials"]] == [
+        (0, "stopped"),
+        (1, "interrupted"),
+    ]
+    assert tuning["fixed"]["best"] is None and tuning["fixed"]["space"] == space
 
 
 def test_list_pages_newest_first_and_filters_by_status_and_name(

@@ -6,17 +6,27 @@ import math
 import sqlite3
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, select
+from sqlalchemy import Engine, delete, event, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from service.db import DatabaseUnavailable, make_engine, upgrade
-from service.models import ApiKey
+from service.models import ApiKey, Study, TuningTrial, utcnow
 from service.store import InvalidTransition, Store, StudyRecord
-from workers.sink import EvalPoint, PlannedTrial, RangeTestPoint
+from workers.sink import (
+    EvalPoint,
+    PlannedTrial,
+    PlannedTuning,
+    RangeTestPoint,
+    TuningEnded,
+    TuningStarted,
+    TuningTrialEnded,
+)
 
 SPEC: dict[str, Any] = {
     "name": "digits",
@@ -27,7 +37,7 @@ SPEC: dict[str, Any] = {
 }
 RESULT_KEYS = {
     "format", "study_id", "status", "error", "spec", "started_at", "finished_at", "wall_s",
-    "iterations_per_epoch", "range_test", "bounds", "arms", "trials",
+    "iterations_per_epoch", "range_test", "bounds", "arms", "tuning", "trials",
 }  # fmt: skip
 TRIAL_KEYS = {
     "trial_id", "arm", "seed", "state", "error", "node_id", "iterations", "iterations_done",
@@ -278,6 +288,7 @@ def test_results_document_has_the_documented_shape(store: Store) -> None:
     assert set(store.results(study_id) or ()) == RESULT_KEYS
     empty = store.results(study_id)
     assert empty is not None and empty["range_test"] is None and empty["trials"] == []
+    assert empty["tuning"] == {}
     assert store.results("no-such-id") is None
 
     store.transition(study_id, "running", expected={"queued"})
@@ -294,6 +305,7 @@ def test_results_document_has_the_documented_shape(store: Store) -> None:
 
     results = store.results(study_id)
     assert results is not None and set(results) == RESULT_KEYS
+    assert results["tuning"] == {}  # no arm is tuned
     assert (results["format"], results["study_id"], results["status"]) == (1, study_id, "succeeded")
     assert results["spec"] == SPEC and results["iterations_per_epoch"] == 21
     assert results["bounds"] == bounds and results["arms"] == arms
@@ -315,6 +327,110 @@ def test_results_document_has_the_documented_shape(store: Store) -> None:
     assert set(trial) == TRIAL_KEYS and trial["state"] == "pending"
     assert [p["iteration"] for p in trial["points"]] == [10, 20, 30]
     assert set(trial["points"][0]) == POINT_KEYS
+
+
+SPACE = {"lr": {"type": "float", "low": 0.0001, "high": 1.0, "log": True}}
+
+
+def tuning_trial(number: int, **changes: Any) -> TuningTrialEnded:
+    values: dict[str, Any] = {
+        "arm": "fixed",
+        "number": number,
+        "params": {"lr": 0.01 * (number + 1)},
+        "state": "completed",
+        "iterations_done": 50,
+        "value": 0.8,
+        "wall_s": 2.0,
+    }
+    return TuningTrialEnded(**{**values, **changes})
+
+
+def test_a_queued_study_lists_its_planned_tuning(store: Store) -> None:
+    study_id = new_study(store, owner_id(store))
+    store.record_plan(study_id, 21, [], [PlannedTuning("fixed", 8, 50), PlannedTuning("b", 2, 9)])
+    results = store.results(study_id)
+    assert results is not None and results["status"] == "queued"
+    assert results["tuning"] == {
+        "fixed": {"optuna_study": None, "trials_planned": 8, "max_iterations": 50,
+                  "space": {}, "trials": [], "best": None},
+        "b": {"optuna_study": None, "trials_planned": 2, "max_iterations": 9,
+              "space": {}, "trials": [], "best": None},
+    }  # fmt: skip
+    progress = store.progress(study_id)
+    assert (progress.tuning_trials_done, progress.tuning_trials_total) == (0, 10)
+
+
+def test_a_restarted_study_keeps_its_tuning(store: Store) -> None:
+    study_id = new_study(store, owner_id(store))
+    store.transition(study_id, "running", expected={"queued"})
+    store.record_plan(study_id, 21, [], [PlannedTuning("fixed", 8, 50)])
+    store.record_tuning_started(study_id, TuningStarted("fixed", "clrstudy-x/fixed", 8, 50, SPACE))
+    store.record_tuning_trial_end(study_id, tuning_trial(0))
+    store.record_tuning_end(study_id, TuningEnded("fixed", 0, {"lr": 0.01}, 0.8))
+    before = store.tuning(study_id)
+    # The driver starts again: the plan comes again, then the search (with what it kept).
+    store.record_plan(study_id, 21, [], [PlannedTuning("fixed", 8, 50)])
+    assert store.tuning(study_id) == before
+    store.record_tuning_started(
+        study_id, TuningStarted("fixed", "clrstudy-x/fixed", 8, 50, SPACE, previous=1)
+    )
+    assert store.tuning(study_id) == before
+    fixed = before["fixed"]
+    assert (fixed["optuna_study"], fixed["space"]) == ("clrstudy-x/fixed", SPACE)
+    assert fixed["best"] == {"number": 0, "params": {"lr": 0.01}, "value": 0.8}
+    assert [t["number"] for t in fixed["trials"]] == [0]
+
+
+def test_a_tuning_trial_ended_twice_is_stored_once(store: Store, engine: Engine) -> None:
+    study_id = new_study(store, owner_id(store))
+    store.record_tuning_trial_end(study_id, tuning_trial(1))
+    store.record_tuning_trial_end(study_id, tuning_trial(1))
+    other = new_study(store, owner_id(store, "bob"))  # the same number in another study
+    store.record_tuning_trial_end(other, tuning_trial(1))
+    again = tuning_trial(1, state="stopped", iterations_done=20, value=0.7, node_id="n2")
+    store.record_tuning_trial_end(study_id, again)
+    store.record_tuning_trial_end(study_id, tuning_trial(0, arm="other"))  # another arm
+    store.record_tuning_trial_end(study_id, replace(again, node_id=None))  # a restart's replay
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(TuningTrial.arm, TuningTrial.number).where(TuningTrial.study_id == study_id)
+        ).all()
+    assert sorted(rows) == [("fixed", 1), ("other", 0)]
+    trials = store.tuning(study_id)["fixed"]["trials"]
+    assert trials == [
+        {"number": 1, "params": {"lr": 0.02}, "state": "stopped", "iterations_done": 20,
+         "value": 0.7, "wall_s": 2.0, "error": None, "node_id": "n2"},
+    ]  # fmt: skip
+    assert store.tuning(other)["fixed"]["trials"][0]["state"] == "completed"
+
+
+def test_tuning_trials_sorted_counted_and_checked(store: Store, engine: Engine) -> None:
+    study_id = new_study(store, owner_id(store))
+    store.record_plan(study_id, 21, [], [PlannedTuning("fixed", 3, 50)])
+    for number in (10, 2, 7):
+        store.record_tuning_trial_end(study_id, tuning_trial(number))
+    store.record_tuning_trial_end(study_id, tuning_trial(3, state="interrupted", value=math.nan))
+    store.record_tuning_trial_end(study_id, tuning_trial(11, state="cancelled"))
+    tuning = store.tuning(study_id)["fixed"]
+    assert [t["number"] for t in tuning["trials"]] == [2, 3, 7, 10, 11]
+    assert tuning["trials"][1]["value"] is None  # NaN is no JSON number
+    progress = store.progress(study_id)
+    assert (progress.tuning_trials_done, progress.tuning_trials_total) == (3, 3)
+
+    with pytest.raises(ValueError, match="state 'running' is not one of"):
+        store.record_tuning_trial_end(study_id, tuning_trial(4, state="running"))
+    row = {"study_id": study_id, "arm": "fixed", "number": 5, "params": {}, "state": "running",
+           "iterations_done": 0, "ended_at": utcnow()}  # fmt: skip
+    with pytest.raises(IntegrityError), engine.begin() as connection:
+        connection.execute(insert(TuningTrial).values(**row))  # the database checks too
+    with engine.begin() as connection:
+        connection.execute(update(Study).where(Study.id == study_id).values(phase="tuning"))
+    with pytest.raises(IntegrityError), engine.begin() as connection:
+        connection.execute(update(Study).where(Study.id == study_id).values(phase="tune"))
+    with engine.begin() as connection:
+        connection.execute(delete(Study).where(Study.id == study_id))
+        left = connection.scalar(select(func.count()).select_from(TuningTrial))
+    assert left == 0  # deleting a study deletes its tuning trials
 
 
 def test_records_are_frozen(store: Store) -> None:
