@@ -226,11 +226,14 @@ def test_missing_parameter_without_a_source_is_an_error() -> None:
     )
 
 
-def test_missing_bound_asks_for_a_number_or_auto() -> None:
+def test_missing_bound_asks_for_a_number_auto_or_a_search() -> None:
     policy = tri()
     del policy["max_lr"]
     message = error(with_arm(1, policy=policy))
-    assert "arms[1].policy: params.max_lr is required by triangular (a number, or 'auto'" in message
+    assert (
+        "arms[1].policy: params.max_lr is required by triangular (a number, 'auto' to take it "
+        "from the range test, or a range in the arm's tuning.space to search it)"
+    ) in message
 
 
 def test_budget_parameter_may_be_left_to_the_runner() -> None:
