@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import optuna
 import pytest
 from sqlalchemy import func, select
 
@@ -49,9 +50,15 @@ def check_report_in_a_browser(base: str, key: str, study_id: str, out: Path) -> 
         assert summary.is_displayed()
         rows = summary.find_elements(By.CSS_SELECTOR, "tbody tr")
         names = [r.find_element(By.TAG_NAME, "td").text for r in rows]
-        assert len(names) == 2 and "fixed" in names[0] and "tri" in names[1], names
+        assert len(names) == 3, names
+        assert "fixed" in names[0] and "tri" in names[1] and "tuned" in names[2], names
         verdicts = browser.find_element(By.ID, "verdicts").text
         assert "tri" in verdicts
+        # The tuned arm's search: one row per tuning trial, the best one marked.
+        tuning = browser.find_element(By.ID, "tuning")
+        assert tuning.is_displayed() and f"clrstudy-{study_id}/tuned" in tuning.text
+        assert len(tuning.find_elements(By.CSS_SELECTOR, "tbody tr")) == 3
+        assert len(tuning.find_elements(By.CSS_SELECTOR, "tr.best")) == 1
         plots = browser.find_elements(By.CSS_SELECTOR, "figure.plot svg")
         assert len(plots) == 3  # accuracy, LR schedules, range test
         for plot in plots:
@@ -210,7 +217,23 @@ def test_studies_survive_an_api_crash_and_cancel_cleanly(service: Service, store
         return api.get(f"/studies/{study_id}").json()
 
     # 1. A study runs as a Ray job; the API process dies mid-run; a new one takes over.
-    response = api.post("/studies", json=small_spec("crash", iterations=400))
+    # With a tuned arm: its Optuna search runs in the driver and lives in our database.
+    crash = small_spec("crash", iterations=2000)
+    crash["arms"].append(
+        {
+            "name": "tuned",
+            "optimizer": "sgd",
+            "policy": "fixed",
+            "tuning": {
+                "trials": 3,
+                "space": {"lr": {"low": 0.01, "high": 0.5}},
+                "max_iterations": 100,
+                "grace_period": 25,
+                "reduction_factor": 2,
+            },
+        }
+    )
+    response = api.post("/studies", json=crash)
     assert response.status_code == 202, response.text
     first = response.json()["id"]
     wait_for(
@@ -234,11 +257,26 @@ def test_studies_survive_an_api_crash_and_cancel_cleanly(service: Service, store
     results = api.get(f"/studies/{first}/results").json()
     assert {t["state"] for t in results["trials"]} == {"completed"}
     for trial in results["trials"]:
-        assert [p["iteration"] for p in trial["points"]] == list(range(0, 401, 25))
+        assert [p["iteration"] for p in trial["points"]] == list(range(0, 2001, 25))
     with store._session() as session:  # every point exactly once, in the database itself
         points = session.scalar(select(func.count()).select_from(EvalPoint))
         trials = session.scalar(select(func.count()).select_from(Trial))
-    assert (points, trials) == (2 * 17, 2)
+    assert (points, trials) == (3 * 81, 3)
+    tuning = results["tuning"]["tuned"]
+    assert tuning["optuna_study"] == f"clrstudy-{first}/tuned"
+    assert len(tuning["trials"]) == 3 and tuning["best"] is not None
+    best = next(t for t in tuning["trials"] if t["number"] == tuning["best"]["number"])
+    assert best["state"] == "completed" and best["iterations_done"] == 100
+    tuned_lr = {p["lr"] for t in results["trials"] if t["arm"] == "tuned" for p in t["points"]}
+    assert tuned_lr == {tuning["best"]["params"]["lr"]}
+    # The same search, read back from the service's database by Optuna itself.
+    optuna_storage = optuna.storages.RDBStorage(service.env["DATABASE_URL"])
+    try:
+        search = optuna.load_study(study_name=f"clrstudy-{first}/tuned", storage=optuna_storage)
+        assert sorted(t.number for t in search.trials) == [0, 1, 2]
+        assert search.best_trial.params == tuning["best"]["params"]
+    finally:
+        optuna_storage.engine.dispose()
     check_report_in_a_browser(service.url, key, first, service.root)
 
     # 2. Cancel during a long range test.
