@@ -285,9 +285,9 @@ def _demo_study(base: str, key: str, spec_path: str, dashboard: str, server: Any
             view = client.get(f"/api/v1/studies/{study['id']}").json()
             progress = view["progress"]
             line = (
-                f"{view['status']} ({view['phase']}): trials {progress['trials_done']}/"
-                f"{progress['trials_total']}, iterations {progress['iterations_done']}/"
-                f"{progress['iterations_total']}"
+                f"{view['status']} ({view['phase']}): {_tuning_progress(progress)}trials "
+                f"{progress['trials_done']}/{progress['trials_total']}, iterations "
+                f"{progress['iterations_done']}/{progress['iterations_total']}"
             )
             if line != shown:
                 print(line)
@@ -383,11 +383,18 @@ def _submit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tuning_progress(progress: dict[str, Any]) -> str:
+    """'tuning trials 3/12, ' for a study with tuned arms, else ''."""
+    total = progress.get("tuning_trials_total") or 0
+    return f"tuning trials {progress.get('tuning_trials_done', 0)}/{total}, " if total else ""
+
+
 def _status(args: argparse.Namespace) -> int:
     study = _call("GET", f"/studies/{args.id}").json()
     progress = study.get("progress") or {}
     print(f"{study['name']}: {study['status']} ({study.get('phase')})")
     print(
+        f"{_tuning_progress(progress)}"
         f"trials {progress.get('trials_done', 0)}/{progress.get('trials_total', 0)}, "
         f"iterations {progress.get('iterations_done', 0)}/{progress.get('iterations_total', 0)}"
     )
