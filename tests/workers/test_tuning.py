@@ -23,12 +23,15 @@ import pytest
 from optuna.trial import TrialState
 
 from service.ray_cluster import free_port
+from service.reports import build_report
 from workers.datasets import load_dataset
+from workers.results import ResultsDocument
 from workers.runner import RunOptions, run_study
 from workers.sink import (
     ArmsResolved,
     EvaluationPoints,
     Event,
+    ResultSink,
     StudyPlanned,
     TrialEnded,
     TuningEnded,
@@ -87,11 +90,14 @@ def dashboard_studies(url: str) -> dict[str, dict]:
 
 
 class Collector:
-    def __init__(self) -> None:
+    def __init__(self, also: ResultSink | None = None) -> None:
         self.events: list[Event] = []
+        self.also = also
 
     def emit(self, event: Event) -> None:
         self.events.append(event)
+        if self.also is not None:
+            self.also.emit(event)
 
     def of(self, kind: type) -> list:
         return [e for e in self.events if isinstance(e, kind)]
@@ -329,7 +335,8 @@ def test_a_tuned_arm_searches_stops_early_and_trains_with_the_best(tmp_path, ray
             [tuned_arm(grace_period=20, reduction_factor=2, start_with=[{"lr": 0.1}, {"lr": 1e-4}])]
         )
     )
-    sink = Collector()
+    document = ResultsDocument(spec.model_dump(mode="json"))
+    sink = Collector(also=document)
     options = RunOptions(
         storage_path=str(tmp_path / "ray"),
         ray_address=ray_address,
@@ -358,6 +365,12 @@ def test_a_tuned_arm_searches_stops_early_and_trains_with_the_best(tmp_path, ray
     tune_record = _tune_results(tmp_path / "ray" / "tuned-tuning-tuned")
     assert len(tune_record) == 4
     assert sorted(tune_record.values()) == sorted(e.iterations_done for e in ended)
+    (row,) = build_report(document.finish("succeeded"))["arms"]
+    assert row["cost"]["tuning"] == sum(tune_record.values())
+    assert row["cost"]["trials"] == 120 and row["cost"]["range_test"] == 0
+    assert row["cost"]["total"] == sum(tune_record.values()) + 120
+    assert row["cost"]["tuning_trials"] == 4
+    assert row["cost"]["stopped_early"] == sum(e.state == "stopped" for e in ended)
 
     (best,) = sink.of(TuningEnded)
     completed = [e for e in ended if e.state == "completed"]
