@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/engine_vs_raw.py
 	$(BIN)/python bench/parallel_trials.py
 	$(BIN)/python bench/report_render.py
+	$(BIN)/python bench/tuning_search.py
 	$(BIN)/python bench/service_latency.py
 
 clean:
