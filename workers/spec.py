@@ -464,11 +464,11 @@ class ArmSpec(BaseModel):
         except ValueError:
             return data  # the policy's own validation names the problem
         form = form.model_dump() if isinstance(form, BaseModel) else dict(form)
-        params = dict(form.get("params") or {})
-        if not isinstance(form.get("params", {}), Mapping):
-            return data
-        entry = POLICIES.get(form.get("name"))  # type: ignore[arg-type]
-        declared = {p.name for p in entry.params} if entry is not None else set()
+        given, name = form.get("params") or {}, form.get("name")
+        if not isinstance(given, Mapping) or not isinstance(name, str) or name not in POLICIES:
+            return data  # the policy's own validation names the problem
+        params = dict(given)
+        declared = {p.name for p in POLICIES[name].params}
         for key in space:
             if key in declared:  # an undeclared one is named by _check_tuning
                 params.setdefault(key, TUNED)

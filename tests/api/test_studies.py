@@ -150,6 +150,13 @@ def test_the_owner_limit_counts_queued_and_running_studies(
     assert retry.status_code == 202 and retry.json()["id"] == keyed.json()["id"]
 
 
+TUNED_ARM: dict[str, Any] = {
+    "name": "tuned",
+    "optimizer": "sgd",
+    "policy": "fixed",
+    "tuning": {"trials": 3, "space": {"lr": {"low": 0.001, "high": 1.0}}},
+}
+
 INVALID_SPECS: list[tuple[dict[str, Any], list[str], list[str]]] = [
     ({"dataset": "imagenet"}, ["body", "dataset"], ["'imagenet'", "known: digits"]),
     ({"range_test": None}, ["body"], ["'auto'", "no range_test"]),
@@ -158,6 +165,16 @@ INVALID_SPECS: list[tuple[dict[str, Any], list[str], list[str]]] = [
     ({"batch_size": 0}, ["body", "batch_size"], ["greater than or equal to 1"]),
     ({"arms": "fixed"}, ["body", "arms"], ["valid list"]),
     ({"unknown": 1}, ["body", "unknown"], ["Extra inputs"]),
+    (
+        {"arms": [{**TUNED_ARM, "tuning": {**TUNED_ARM["tuning"], "trials": 0}}]},
+        ["body", "arms", 0, "tuning", "trials"],
+        ["between 1 and", "got 0"],
+    ),
+    (
+        {"arms": [{**TUNED_ARM, "tuning": {"trials": 3, "space": {"lr": {"low": 1, "high": 1}}}}]},
+        ["body", "arms", 0, "tuning", "space"],
+        ["lr: empty search range: low (1.0) must be below high (1.0)"],
+    ),
 ]
 
 
