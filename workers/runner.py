@@ -431,7 +431,7 @@ def _resolve_arm(
     for param in get_policy(arm.policy.name).params:
         if param.source == "budget" and param.name not in params:
             params[param.name] = iterations
-    if chosen is not None:
+    if chosen is not None or not tuned:
         params = check_policy_params(arm.policy.name, params)  # complete, with defaults
     return {
         "optimizer": {"name": arm.optimizer.name, "options": dict(arm.optimizer.options)},

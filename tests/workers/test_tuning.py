@@ -493,14 +493,15 @@ def test_a_search_cut_short_by_a_crash_finishes_on_the_same_optuna_study(tmp_pat
 
 @pytest.mark.slow
 def test_cancelling_during_the_search_ends_the_study_cancelled(tmp_path, ray_address):
-    spec = parse_spec(body([tuned_arm(max_iterations=2000, grace_period=1000)], eval_every=20))
+    # Trials of 20,000 iterations (about 15 s each here): the cancel comes mid-search.
+    spec = parse_spec(body([tuned_arm(max_iterations=20_000, grace_period=10_000)], eval_every=100))
     cancel = threading.Event()
 
     class CancelOnFirstEnd(Collector):
         def emit(self, event: Event) -> None:
             super().emit(event)
             if isinstance(event, TuningStarted):
-                threading.Timer(8.0, cancel.set).start()
+                threading.Timer(4.0, cancel.set).start()
 
     sink = CancelOnFirstEnd()
     options = RunOptions(
