@@ -33,6 +33,7 @@ from service.models import (
     utcnow,
 )
 from workers import sink
+from workers.results import planned_tuning
 
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 ALLOWED_TRANSITIONS = {
@@ -166,14 +167,10 @@ def _finite_or_none(value: float | None) -> float | None:
 
 
 def _planned_tuning() -> dict[str, Any]:
-    """A tuned arm's entry before its search started: the Optuna study and space unknown."""
-    return {
-        "optuna_study": None,
-        "trials_planned": None,
-        "max_iterations": None,
-        "space": {},
-        "best": None,
-    }
+    """A tuned arm's summary before its search started (its trials live in their table)."""
+    entry = planned_tuning()
+    del entry["trials"]
+    return entry
 
 
 def _check_one_of(field_name: str, value: str, allowed: Iterable[str]) -> None:

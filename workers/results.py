@@ -43,7 +43,7 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-def _planned_tuning() -> dict[str, Any]:
+def planned_tuning() -> dict[str, Any]:
     """A tuned arm's entry before its search started: the Optuna study and space unknown."""
     return {
         "optuna_study": None,
@@ -197,7 +197,7 @@ class ResultsDocument:
         """The tuning section's entry of `arm`, made when it is first heard of."""
         tuning: dict[str, dict[str, Any]] = self.doc["tuning"]
         if arm not in tuning:
-            tuning[arm] = _planned_tuning()
+            tuning[arm] = planned_tuning()
         return tuning[arm]
 
     def finish(self, status: str, error: str | None = None) -> dict[str, Any]:
