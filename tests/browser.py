@@ -35,6 +35,9 @@ def chromium(profile: Path) -> Iterator[Any]:
     for flag in (*FLAGS, f"--user-data-dir={profile}"):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    # A lookup right after a click may run before the next page has loaded (a busy machine
+    # is slow to navigate): lookups wait up to this long for their element to appear.
+    driver.implicitly_wait(15)
     try:
         yield driver
     finally:
