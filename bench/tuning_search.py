@@ -23,6 +23,7 @@ import optuna
 import ray
 import torch
 from ray import tune
+from ray.tune.logger import JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 from torch import nn
@@ -35,6 +36,9 @@ from workers.spec import StudySpec
 
 BATCH = 64
 EVAL_EVERY = 21
+# Tune's JSON logger, which clrstudy's runs keep too (importing workers.runner turns off
+# Tune's default loggers: their CSV and TensorBoard forms cannot hold our reports).
+LOGGER: list[tune.Callback] = [JsonLoggerCallback()]
 
 
 def spec(trials: int, iterations: int) -> StudySpec:
@@ -124,14 +128,18 @@ def reference(trials: int, iterations: int, storage: str) -> tuple[float, int]:
             num_samples=trials,
             reuse_actors=True,
         ),
-        run_config=tune.RunConfig(storage_path=storage, name=f"ref-{time.time_ns()}", verbose=0),
+        run_config=tune.RunConfig(
+            storage_path=storage, name=f"ref-{time.time_ns()}", callbacks=LOGGER, verbose=0
+        ),
     ).fit()
     best = search.get_best_result(metric="accuracy", mode="max", scope="last")
     assert best.config is not None
     final = tune.Tuner(
         tune.with_resources(tune.with_parameters(plain_trainable, data=data), {"cpu": 1}),
         param_space={"lr": best.config["lr"], "iterations": iterations},
-        run_config=tune.RunConfig(storage_path=storage, name=f"final-{time.time_ns()}", verbose=0),
+        run_config=tune.RunConfig(
+            storage_path=storage, name=f"final-{time.time_ns()}", callbacks=LOGGER, verbose=0
+        ),
     ).fit()
     elapsed = time.perf_counter() - started
     results = [search[i] for i in range(len(search))] + [final[0]]
