@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     )
     max_arms: int = Field(20, description="Most arms one study may have.")
     max_seeds: int = Field(10, description="Most seeds one study may have.")
+    max_tuning_trials: int = Field(
+        200, ge=1, description="Most tuning trials one tuned arm may ask for."
+    )
     max_body_bytes: int = Field(
         1024 * 1024, description="Largest request body the API accepts, in bytes."
     )
@@ -79,6 +82,7 @@ class Settings(BaseSettings):
             max_iterations_per_trial=self.max_iterations_per_trial,
             max_arms=self.max_arms,
             max_seeds=self.max_seeds,
+            max_tuning_trials=self.max_tuning_trials,
         )
 
 

@@ -88,6 +88,7 @@ def settings_for(tmp_path: Path) -> SettingsFor:
             "max_running_studies_per_owner": 5,
             "max_iterations_per_trial": 10_000,
             "max_seeds": 4,
+            "max_tuning_trials": 5,
             "max_body_bytes": 1024 * 1024,
             **overrides,
         }

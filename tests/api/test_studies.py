@@ -170,6 +170,11 @@ INVALID_SPECS: list[tuple[dict[str, Any], list[str], list[str]]] = [
         ["body", "arms", 0, "tuning", "trials"],
         ["between 1 and", "got 0"],
     ),
+    (  # MAX_TUNING_TRIALS is 5 in these tests
+        {"arms": [{**TUNED_ARM, "tuning": {**TUNED_ARM["tuning"], "trials": 6}}]},
+        ["body", "arms", 0, "tuning", "trials"],
+        ["between 1 and 5", "got 6"],
+    ),
     (
         {"arms": [{**TUNED_ARM, "tuning": {"trials": 3, "space": {"lr": {"low": 1, "high": 1}}}}]},
         ["body", "arms", 0, "tuning", "space"],
