@@ -246,8 +246,14 @@ def _tuning(report: Mapping[str, Any], colors: Mapping[str, str]) -> str:
             "in all, every one counted in the arm's cost."
             + (f" Searched: {space}." if space else "")
             + f" {found}</p>"
-            f"<p>Optuna study <code>{_e(tuning['optuna_study'])}</code>: open it with "
-            "optuna-dashboard on the service's tuning storage to see every trial's curve.</p>"
+            + (
+                f"<p>Optuna study <code>{_e(tuning['optuna_study'])}</code>: "
+                "<code>optuna-dashboard DATABASE_URL</code> (the service's database) or "
+                "<code>optuna-dashboard sqlite:///OUT/optuna.db</code> (beside a "
+                "<code>clrstudy run</code>'s results) shows every trial's curve.</p>"
+                if tuning["optuna_study"]
+                else "<p>The search has not started yet.</p>"
+            )
         )
         rows = [
             [

@@ -621,6 +621,14 @@ def test_html_has_a_tuning_table_per_tuned_arm_with_the_best_marked() -> None:
     assert 'data-arm="sgd-fixed-tuned"' in text
 
 
+def test_html_of_a_search_not_started_says_so() -> None:
+    results = _results(status="running")
+    results["tuning"]["sgd-fixed-tuned"].update(optuna_study=None, space={}, trials=[], best=None)
+    text = render_html(results)
+    assert "The search has not started yet." in text
+    assert "<code>None</code>" not in text and "optuna-dashboard" not in text
+
+
 def test_csv_keeps_one_row_per_evaluation_point() -> None:
     # The CSV has no arm rows, so it carries no cost columns; tuning trials add no rows.
     results = _results()
