@@ -115,6 +115,10 @@ class ParamView(BaseModel):
     default: Any = Field(description="The value when left out; null when required.")
     choices: list[Any] | None = Field(description="The allowed values, when restricted.")
     auto: bool = Field(description="May be 'auto': taken from the range test's bounds.")
+    tunable: bool | None = Field(
+        None,
+        description="Policies only: may be searched by a tuned arm (its tuning.space).",
+    )
     help: str
 
 

@@ -271,6 +271,18 @@ class Policy(Registered):
     params: tuple[Param, ...]
     summary: str
 
+    def tunable(self) -> list[str]:
+        """Parameters a tuned arm may search: the numbers other than the budget."""
+        return [p.name for p in self.params if p.type in ("float", "int") and p.source != "budget"]
+
+    def describe(self) -> dict[str, Any]:
+        """The catalog's entry, each parameter saying whether a tuned arm may search it."""
+        described = super().describe()
+        tunable = set(self.tunable())
+        for param in described["params"]:
+            param["tunable"] = param["name"] in tunable
+        return described
+
 
 _LR = Param("lr", "float", source="bounds", help="learning rate (> 0)")
 _BASE_LR = Param("base_lr", "float", source="bounds", help="lower bound of the lr (> 0)")

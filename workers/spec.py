@@ -215,7 +215,7 @@ def _check_policy(policy: PolicySpec) -> PolicySpec:
             if param.type not in ("float", "int") or param.source == "budget":
                 raise ValueError(
                     f"params.{key} cannot be tuned: only numbers the spec may give are "
-                    f"searched ({policy.name}: {', '.join(_tunable(entry.params))})"
+                    f"searched ({policy.name}: {', '.join(entry.tunable())})"
                 )
             deferred[key] = TUNED
         elif _is_auto(value):
@@ -254,11 +254,6 @@ def _check_policy(policy: PolicySpec) -> PolicySpec:
 
 def _is_int(policy: str, key: str) -> bool:
     return any(p.name == key and p.type == "int" for p in POLICIES[policy].params)
-
-
-def _tunable(params: tuple[Param, ...]) -> list[str]:
-    """Names of the parameters a tuned arm may search: numbers other than the budget."""
-    return [p.name for p in params if p.type in ("float", "int") and p.source != "budget"]
 
 
 PolicyRef = Annotated[
@@ -486,7 +481,7 @@ class ArmSpec(BaseModel):
             return self
         problems = []
         declared = {p.name: p for p in POLICIES[self.policy.name].params}
-        tunable = _tunable(tuple(declared.values()))
+        tunable = POLICIES[self.policy.name].tunable()
         for key in self.tuning.space:
             if key not in declared or key not in tunable:
                 problems.append(

@@ -32,6 +32,15 @@ def test_the_catalog_lists_every_registry_with_its_params(
     params = {p["name"]: p for p in triangular["params"]}
     assert params["base_lr"]["auto"] is True and params["step_size"]["auto"] is False
     assert params["base_lr"]["required"] is True
+    assert params["step_size"]["tunable"] is True and params["base_lr"]["tunable"] is True
+    cosine = next(p for p in catalog["policies"] if p["name"] == "cosine")
+    assert {p["name"]: p["tunable"] for p in cosine["params"]} == {
+        "base_lr": True,
+        "max_lr": True,
+        "total_iterations": False,  # the budget is the trial's, never searched
+    }
+    sgd = next(o for o in catalog["optimizers"] if o["name"] == "sgd")
+    assert all(p["tunable"] is None for p in sgd["params"])
     assert client.get("/api/v1/catalog").status_code == 401
 
 
