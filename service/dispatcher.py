@@ -154,3 +154,25 @@ class Dispatcher:
         self._cancel_seen.pop(study.id, None)
         if self.store.transition(study.id, status, expected={"running"}, error=error):
             log.info("study %s reconciled to %s", study.id, status)
+            self._close_searches(study)
+
+    def _close_searches(self, study: StudyRecord) -> None:
+        """A driver that died mid-search left its Optuna trials RUNNING: tell them FAIL and
+        record them as interrupted (the study ended, so no later run will)."""
+        arms = [a["name"] for a in study.spec.get("arms") or () if a.get("tuning")]
+        if not arms:
+            return
+        from service.driver import tuning_storage, tuning_study_prefix
+        from workers.tuning import close_interrupted
+
+        try:
+            closed = close_interrupted(
+                tuning_storage(self.settings), tuning_study_prefix(study.id), arms
+            )
+            for record in closed:
+                self.store.record_tuning_trial_end(study.id, record)
+        except Exception:  # the study's status is what matters; this is its Optuna record
+            log.exception("closing the tuning trials of study %s", study.id)
+            return
+        if closed:
+            log.info("study %s: %d interrupted tuning trials told FAIL", study.id, len(closed))

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from service.db import database_url, make_engine
 from service.ray_cluster import client_environment
-from service.settings import get_settings
+from service.settings import Settings, get_settings
 from service.sinks import DatabaseSink
 from service.store import Store
 from workers.runner import RunOptions, StudyFailed, run_study
@@ -26,6 +26,16 @@ from workers.spec import StudySpec
 
 log = logging.getLogger("clrstudy.driver")
 CANCEL_POLL_S = 1.0
+
+
+def tuning_storage(settings: Settings) -> str:
+    """The Optuna storage of the service's tuned arms: its own database."""
+    return database_url(settings.database_url).render_as_string(hide_password=False)
+
+
+def tuning_study_prefix(study_id: str) -> str:
+    """Optuna studies of a study's tuned arms are named f"{prefix}/{arm}"."""
+    return f"clrstudy-{study_id}"
 
 
 class PhaseSink:
@@ -84,8 +94,8 @@ def drive(study_id: str) -> int:
         limits=settings.limits(),
         # Tuned arms keep their Optuna studies in the service's database, named
         # f"clrstudy-{study_id}/{arm}": `optuna-dashboard DATABASE_URL` shows them.
-        tuning_storage=database_url(settings.database_url).render_as_string(hide_password=False),
-        tuning_study_prefix=f"clrstudy-{study_id}",
+        tuning_storage=tuning_storage(settings),
+        tuning_study_prefix=tuning_study_prefix(study_id),
     )
     try:
         outcome = run_study(spec, PhaseSink(sink, store, study_id), options, cancel=cancel)

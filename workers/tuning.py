@@ -296,6 +296,28 @@ def recover(study: optuna.Study, plan: TuningPlan) -> tuple[list[TuningTrialEnde
     return records, sum(r.state in COUNTED_STATES for r in records)
 
 
+def close_interrupted(url: str, prefix: str, arms: list[str]) -> list[TuningTrialEnded]:
+    """Tell FAIL every trial still RUNNING in the searches `f"{prefix}/{arm}"`, whose driver
+    is known to be gone; return them as records (state "interrupted").
+
+    For a study that will not run again (the service fails a study whose driver died):
+    its Optuna record then says what happened instead of showing a trial running forever.
+    """
+    closed = []
+    with open_storage(url) as storage:
+        for arm in arms:
+            try:
+                study = optuna.load_study(study_name=f"{prefix}/{arm}", storage=storage)
+            except KeyError:
+                continue  # its search never started
+            running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            for trial in running:
+                study.tell(trial.number, state=TrialState.FAIL)
+            numbers = {t.number for t in running}
+            closed += [_record_of(arm, t) for t in study.get_trials() if t.number in numbers]
+    return closed
+
+
 def best_of(records: list[TuningTrialEnded], plan: TuningPlan) -> TuningTrialEnded:
     """The trial with the highest value among those that ran to max_iterations."""
     full = [r for r in records if r.state == "completed" and r.value is not None]
