@@ -187,7 +187,9 @@ class RecordingOptunaSearch(OptunaSearch):
             if self.last_step.get(trial_id) != step:
                 ot_trial.report(result[METRIC], step)
         ot_trial.set_user_attr(STATE_ATTR, state)
-        ot_trial.set_user_attr(ITERATIONS_ATTR, int((result or {}).get("iterations_done", 0)))
+        # A failed trial comes without its result: its last report says what it trained.
+        iterations = (result or {}).get("iterations_done", self.last_step.get(trial_id, 0))
+        ot_trial.set_user_attr(ITERATIONS_ATTR, int(iterations))
         if state in ("failed", "cancelled"):
             # Ray would tell a trial that failed after reporting as COMPLETE.
             super().on_trial_complete(trial_id, result=None, error=True)
