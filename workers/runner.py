@@ -52,7 +52,14 @@ from workers.trials import (
     run_arm,
     run_range_test,
 )
-from workers.tuning import METRIC, TuningFailed, TuningPlan, open_storage, run_search
+from workers.tuning import (
+    METRIC,
+    TuningFailed,
+    TuningPlan,
+    open_storage,
+    run_search,
+    trial_error,
+)
 
 CHECKPOINT_EVERY = 4  # evaluations between checkpoints of an arm trial, at the most
 CHECKPOINT_FILE = "trial.pt"
@@ -84,7 +91,8 @@ class RunOptions:
     # finishes its searches instead of starting them over.
     tuning_storage: str | None = None
     tuning_study_prefix: str | None = None  # default: `experiment`; names are f"{prefix}/{arm}"
-    # Test hook: trial_id -> iteration at which that trial's process exits once, abruptly.
+    # Test hook: trial_id -> iteration at which that trial's process exits once, abruptly
+    # (f"{arm}-tuning" names a tuned arm's search: its first trial past it dies).
     fail_once_at: Mapping[str, int] = field(default_factory=dict)
 
 
@@ -177,11 +185,24 @@ def arm_trainable(config: dict[str, Any], data: Dataset) -> None:
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
         else:
             tune.report(metrics)
-        if fail_at is not None and engine.iteration >= fail_at["iteration"]:
-            marker = Path(fail_at["marker"])
-            if not marker.exists():
-                marker.touch()
-                os._exit(1)  # the abrupt death of a worker process, as a crash would be
+        _maybe_crash(fail_at, engine.iteration)
+
+
+def _maybe_crash(fail_at: Mapping[str, Any] | None, iteration: int) -> None:
+    """The `fail_once_at` test hook: the first trial past its iteration dies, once."""
+    if fail_at is not None and iteration >= fail_at["iteration"]:
+        marker = Path(fail_at["marker"])
+        if not marker.exists():
+            marker.touch()
+            os._exit(1)  # the abrupt death of a worker process, as a crash would be
+
+
+def _fail_once_at(options: RunOptions, trial: str) -> dict[str, Any] | None:
+    """The `fail_once_at` hook's config for `trial`, when the options name it."""
+    if trial not in options.fail_once_at:
+        return None
+    marker = Path(options.storage_path) / f"{options.experiment}-{trial}.failed"
+    return {"iteration": options.fail_once_at[trial], "marker": str(marker.resolve())}
 
 
 def tuning_trainable(config: dict[str, Any], data: Dataset) -> None:
@@ -211,6 +232,7 @@ def tuning_trainable(config: dict[str, Any], data: Dataset) -> None:
                 "node_id": node,
             }
         )
+        _maybe_crash(trial.get("fail_once_at"), engine.iteration)
 
 
 # --------------------------------------------------------------------------------------
@@ -310,9 +332,7 @@ class _TuneCallback(tune.Callback):
         self.forward.result(result)
 
     def on_trial_error(self, iteration: int, trials: Any, trial: Any, **info: Any) -> None:
-        error = trial.get_error()
-        message = f"{type(error).__name__}: {error}" if error else "trial failed"
-        self.forward.error(trial.config.get("trial", {}).get("trial_id"), message[-4000:])
+        self.forward.error(trial.config.get("trial", {}).get("trial_id"), trial_error(trial))
 
 
 class _CancelStopper(tune.Stopper):
@@ -554,12 +574,8 @@ def run_study(
                 )
             ),
         }
-        if trial.trial_id in options.fail_once_at:
-            marker = Path(options.storage_path) / f"{options.experiment}-{trial.trial_id}.failed"
-            config["fail_once_at"] = {
-                "iteration": options.fail_once_at[trial.trial_id],
-                "marker": str(marker.resolve()),
-            }
+        if (fail_at := _fail_once_at(options, trial.trial_id)) is not None:
+            config["fail_once_at"] = fail_at
         trials.append(config)
     _fit(
         _flatten(arm_trainable),
@@ -617,6 +633,7 @@ def _tune(
                 cycle_momentum=resolved["cycle_momentum"],
             )
         ),
+        "fail_once_at": _fail_once_at(options, trial),
     }
     resources = spec.resources_per_trial
     try:

@@ -231,9 +231,7 @@ class _TuningCallback(tune.Callback):
         self._ended(trial, error=None)
 
     def on_trial_error(self, iteration: int, trials: Any, trial: Any, **info: Any) -> None:
-        error = trial.get_error()
-        message = f"{type(error).__name__}: {error}" if error else "trial failed"
-        self._ended(trial, error=message[-4000:])
+        self._ended(trial, error=trial_error(trial))
 
     def _ended(self, trial: Any, error: str | None) -> None:
         if trial.trial_id in self.ended or trial.trial_id not in self.searcher.numbers:
@@ -255,6 +253,18 @@ class _TuningCallback(tune.Callback):
                 node_id=result.get("node_id"),
             )
         )
+
+
+def trial_error(trial: Any) -> str:
+    """Why a Tune trial failed, in at most 4,000 characters.
+
+    Tune writes the error to the trial's local folder first and copies it to the storage
+    later, so the local file is read when the storage's copy is not there yet.
+    """
+    error = trial.get_error()
+    if not error and trial.error_file and Path(trial.error_file).exists():
+        error = Path(trial.error_file).read_text(errors="replace").strip()
+    return str(error)[-4000:] if error else "the trial failed (Tune kept no error text)"
 
 
 def _finite(value: Any) -> float | None:

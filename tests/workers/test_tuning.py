@@ -408,6 +408,37 @@ def test_a_tuned_arm_searches_stops_early_and_trains_with_the_best(tmp_path, ray
     assert {n: a[STATE_ATTR] for n, a in attrs.items()} == {e.number: e.state for e in ended}
 
 
+@pytest.mark.slow
+def test_a_tuning_trial_whose_process_dies_is_recorded_failed_and_the_search_goes_on(
+    tmp_path, ray_address
+):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    spec = parse_spec(body([tuned_arm(trials=3, start_with=[{"lr": 0.1}])]))
+    sink = Collector()
+    options = RunOptions(
+        storage_path=str(tmp_path / "ray"),
+        ray_address=ray_address,
+        experiment="dies",
+        max_concurrent_trials=1,
+        tuning_storage=storage,
+        fail_once_at={"tuned-tuning": 30},  # the first tuning trial's process exits at 30
+    )
+    assert run_study(spec, sink, options).status == "succeeded"
+    ended = {e.number: e for e in sink.of(TuningTrialEnded)}
+    assert sorted(ended) == [0, 1, 2]
+    failed = ended[0]
+    assert (failed.state, failed.iterations_done, failed.params) == ("failed", 30, {"lr": 0.1})
+    assert "actor died unexpectedly" in failed.error  # Tune's own words for the death
+    assert all(e.state in ("completed", "stopped") for n, e in ended.items() if n)
+    (best,) = sink.of(TuningEnded)
+    assert best.best_number != 0
+    with optuna_study("dies/tuned", storage) as study:
+        first = study.trials[0]
+    # Ray would have told it COMPLETE with its last value; it is FAIL, with what it trained.
+    assert first.state == TrialState.FAIL
+    assert first.user_attrs == {STATE_ATTR: "failed", ITERATIONS_ATTR: 30}
+
+
 CRASHING_DRIVER = """
 import sys
 from workers.runner import RunOptions, run_study
