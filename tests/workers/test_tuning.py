@@ -6,6 +6,7 @@ studies in a real database (SQLite, and PostgreSQL where TEST_DATABASE_URL is se
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -454,7 +455,9 @@ run_study(spec, Quiet(), RunOptions(**json.loads(sys.argv[2])))
 @pytest.mark.slow
 def test_a_search_cut_short_by_a_crash_finishes_on_the_same_optuna_study(tmp_path, ray_address):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    spec_body = body([tuned_arm(grace_period=100, max_iterations=600)], eval_every=20)
+    # Tuning trials of 4,000 iterations (2-3 s each here), which ASHA lets run at least
+    # 3,500: a trial is training for seconds after the first one finished.
+    spec_body = body([tuned_arm(grace_period=3_500, max_iterations=4_000)], eval_every=100)
     run = {
         "storage_path": str(tmp_path / "ray"),
         "ray_address": ray_address,
@@ -487,13 +490,14 @@ def test_a_search_cut_short_by_a_crash_finishes_on_the_same_optuna_study(tmp_pat
             if (
                 any(t.state.is_finished() for t in trials)
                 and running
-                and running[0].intermediate_values
+                and max(running[0].intermediate_values, default=0) > 0  # it has trained
             ):
                 break
         else:
             pytest.fail("the search never had a finished and a training trial")
     finally:
-        os.killpg(driver.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # it may have ended by itself
+            os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
         log.close()
     with optuna_study("crash/tuned", storage) as study:
