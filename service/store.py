@@ -628,18 +628,10 @@ class Store:
             .order_by(TuningTrial.arm, TuningTrial.number)
         ):
             trials.setdefault(row.arm, []).append(_columns(row, TUNING_TRIAL_FIELDS))
-        section: dict[str, Any] = {}
-        for arm, arm_trials in trials.items():
-            entry = summary.get(arm) or _planned_tuning()
-            section[arm] = {
-                "optuna_study": entry["optuna_study"],
-                "trials_planned": entry["trials_planned"],
-                "max_iterations": entry["max_iterations"],
-                "space": entry["space"],
-                "trials": arm_trials,
-                "best": entry["best"],
-            }
-        return section
+        return {
+            arm: {**(summary.get(arm) or _planned_tuning()), "trials": arm_trials}
+            for arm, arm_trials in trials.items()
+        }
 
     # --- reading results ---------------------------------------------------------------
 

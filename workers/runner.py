@@ -213,10 +213,8 @@ def tuning_trainable(config: dict[str, Any], data: Dataset) -> None:
     setup = _setup(trial)
     given = dict(trial["plan"])
     policy = given["policy"]
-    declared = {p.name: p.type for p in get_policy(policy["name"]).params}
-    chosen = {
-        k: round(config[k]) if declared[k] == "int" else float(config[k]) for k in trial["tuned"]
-    }
+    # The searched values come typed from their Optuna distributions; the check converts.
+    chosen = {k: config[k] for k in trial["tuned"]}
     params = check_policy_params(policy["name"], {**policy["params"], **chosen})
     plan = ArmPlan(**{**given, "policy": {"name": policy["name"], "params": params}})
     engine = build_engine(setup, data, arm_lr_schedule(plan)(0))

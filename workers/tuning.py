@@ -161,6 +161,9 @@ class RecordingOptunaSearch(OptunaSearch):
         self._cancel = cancel
         self.numbers: dict[str, int] = {}  # Tune trial id -> Optuna trial number
         self.last_step: dict[str, int] = {}  # Tune trial id -> last step told to Optuna
+        # Tune trial id -> (state, iterations trained), as told to Optuna; Tune calls the
+        # searcher before the callbacks, which report the same.
+        self.outcomes: dict[str, tuple[str, int]] = {}
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         config = super().suggest(trial_id)
@@ -188,8 +191,9 @@ class RecordingOptunaSearch(OptunaSearch):
                 ot_trial.report(result[METRIC], step)
         ot_trial.set_user_attr(STATE_ATTR, state)
         # A failed trial comes without its result: its last report says what it trained.
-        iterations = (result or {}).get("iterations_done", self.last_step.get(trial_id, 0))
-        ot_trial.set_user_attr(ITERATIONS_ATTR, int(iterations))
+        iterations = int((result or {}).get("iterations_done", self.last_step.get(trial_id, 0)))
+        ot_trial.set_user_attr(ITERATIONS_ATTR, iterations)
+        self.outcomes[trial_id] = (state, iterations)
         if state in ("failed", "cancelled"):
             # Ray would tell a trial that failed after reporting as COMPLETE.
             super().on_trial_complete(trial_id, result=None, error=True)
@@ -216,12 +220,10 @@ class _TuningCallback(tune.Callback):
         plan: TuningPlan,
         searcher: RecordingOptunaSearch,
         emit: Callable[[TuningTrialEnded], None],
-        cancel: threading.Event,
     ) -> None:
         self.plan = plan
         self.searcher = searcher
         self.emit = emit
-        self.cancel = cancel
         self.ended: set[str] = set()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -234,11 +236,12 @@ class _TuningCallback(tune.Callback):
         self._ended(trial, error=trial_error(trial))
 
     def _ended(self, trial: Any, error: str | None) -> None:
-        if trial.trial_id in self.ended or trial.trial_id not in self.searcher.numbers:
+        outcome = self.searcher.outcomes.get(trial.trial_id)
+        if trial.trial_id in self.ended or outcome is None:
             return
         self.ended.add(trial.trial_id)
+        state, iterations = outcome
         result = trial.last_result or {}
-        state = classify(result, error is not None, self.cancel.is_set())
         value = result.get(METRIC) if "iterations_done" in result else None
         self.emit(
             TuningTrialEnded(
@@ -246,7 +249,7 @@ class _TuningCallback(tune.Callback):
                 number=self.searcher.numbers[trial.trial_id],
                 params={k: trial.config[k] for k in self.plan.space},
                 state=state,  # type: ignore[arg-type]
-                iterations_done=int(result.get("iterations_done", 0)),
+                iterations_done=iterations,
                 value=_finite(value),
                 wall_s=float(result.get("wall_s", 0.0)),
                 error=error,
@@ -395,7 +398,7 @@ def run_search(
             points_to_evaluate=start,
             cancel=cancel,
         )
-        callback = _TuningCallback(plan, searcher, _collect(records, sink), cancel)
+        callback = _TuningCallback(plan, searcher, _collect(records, sink))
         tuner = tune.Tuner(
             tune.with_resources(tune.with_parameters(trainable, data=data), resources),
             param_space={"trial": base_config},

@@ -53,7 +53,6 @@ def with_arms(results: Mapping[str, Any]) -> Mapping[str, Any]:
     if results.get("arms"):
         return results
     spec = results.get("spec") or {}
-    tuning = results.get("tuning") or {}
     arms = {
         arm["name"]: {
             "optimizer": arm.get("optimizer"),
@@ -61,21 +60,16 @@ def with_arms(results: Mapping[str, Any]) -> Mapping[str, Any]:
             "auto": [
                 k for k, v in (arm.get("policy") or {}).get("params", {}).items() if v == "auto"
             ],
-            "tuned": _spec_tuned(arm, tuning.get(arm["name"])),
+            # A validated spec marks every searched parameter "tuned".
+            "tuned": [
+                k for k, v in (arm.get("policy") or {}).get("params", {}).items() if v == "tuned"
+            ],
             "iterations": arm.get("iterations") or spec.get("iterations"),
             "cycle_momentum": arm.get("cycle_momentum", False),
         }
         for arm in spec.get("arms") or ()
     }
     return {**results, "arms": arms}
-
-
-def _spec_tuned(arm: Mapping[str, Any], tuning: Mapping[str, Any] | None) -> list[str]:
-    """A spec arm's tuned parameters: those given as "tuned", else its search space's."""
-    params = (arm.get("policy") or {}).get("params") or {}
-    tuned = [k for k, v in params.items() if v == "tuned"]
-    space = (arm.get("tuning") or {}).get("space") or (tuning or {}).get("space") or {}
-    return tuned or list(space)
 
 
 def baseline_arm(results: Mapping[str, Any]) -> str | None:
@@ -202,12 +196,6 @@ def range_test_iterations(results: Mapping[str, Any]) -> int:
     return len(test.get("points") or ())
 
 
-def tuned_params(name: str, arm: Mapping[str, Any], tuning: Mapping[str, Any]) -> list[str]:
-    """The arm's parameters chosen by its Optuna search; [] for an arm that is not tuned."""
-    tuned = list(arm.get("tuned") or ())
-    return tuned or list(((tuning.get(name) or {}).get("space")) or {})
-
-
 def _cost(
     arm: Mapping[str, Any],
     trials: Sequence[Mapping[str, Any]],
@@ -311,7 +299,7 @@ def _arm_row(
             {"fraction": fraction, "iteration": iteration, "mean": _mean(values), "n": len(values)}
         )
     auto = set(arm.get("auto") or ())
-    tuned = set(tuned_params(name, arm, tuning))
+    tuned = set(arm.get("tuned") or ())
     policy = arm.get("policy") or {}
     optimizer = arm.get("optimizer") or {}
     counts = {state: sum(t["state"] == state for t in trials) for state in TRIAL_STATES}
