@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from workers.sink import (
+from workers.events import (
     BoundsFound,
     EvaluationPoints,
     Event,

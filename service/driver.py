@@ -20,8 +20,8 @@ from service.ray_cluster import client_environment
 from service.settings import Settings, get_settings
 from service.sinks import DatabaseSink
 from service.store import Store
+from workers.events import ArmsResolved, Event, RangeTestPoints, ResultSink, TuningStarted
 from workers.runner import RunOptions, StudyFailed, run_study
-from workers.sink import ArmsResolved, Event, RangeTestPoints, ResultSink, TuningStarted
 from workers.spec import StudySpec
 
 log = logging.getLogger("clrstudy.driver")

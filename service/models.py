@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from workers.sink import TuningTrialState
+from workers.events import TuningTrialState
 
 STUDY_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 STUDY_PHASES = ("queued", "range_test", "tuning", "trials", "report", "done")

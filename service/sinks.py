@@ -10,7 +10,7 @@ from functools import partial
 
 from service.db import DatabaseUnavailable
 from service.store import Store
-from workers.sink import (
+from workers.events import (
     RANGE_TEST_TRIAL_ID,
     ArmsResolved,
     BoundsFound,

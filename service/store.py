@@ -32,7 +32,7 @@ from service.models import (
     TuningTrial,
     utcnow,
 )
-from workers import sink
+from workers import events
 from workers.results import planned_tuning
 
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
@@ -45,8 +45,8 @@ FINISHED_TRIAL_STATES = ("completed", "diverged", "failed", "cancelled")
 # COUNTED_STATES): interrupted and cancelled ones are replaced when the study runs again.
 COUNTED_TUNING_STATES = ("completed", "stopped", "diverged", "failed")
 API_KEY_PREFIX = "clr_"
-EVAL_POINT_FIELDS = tuple(f.name for f in fields(sink.EvalPoint))
-RANGE_POINT_FIELDS = tuple(f.name for f in fields(sink.RangeTestPoint))
+EVAL_POINT_FIELDS = tuple(f.name for f in fields(events.EvalPoint))
+RANGE_POINT_FIELDS = tuple(f.name for f in fields(events.RangeTestPoint))
 LOSS_FIELDS = frozenset({"train_loss", "loss", "smoothed_loss", "eval_loss"})
 RESULT_TRIAL_FIELDS = (
     "trial_id", "arm", "seed", "state", "error", "node_id", "iterations", "iterations_done",
@@ -143,7 +143,7 @@ def _record(cls: type[Any], row: Any) -> Any:
     return cls(**_columns(row, cls.__dataclass_fields__))
 
 
-def _point_row(point: sink.EvalPoint | sink.RangeTestPoint, **keys: Any) -> dict[str, Any]:
+def _point_row(point: events.EvalPoint | events.RangeTestPoint, **keys: Any) -> dict[str, Any]:
     """A point's columns; a NaN or infinite loss becomes NULL."""
     row = asdict(point)
     for name in LOSS_FIELDS & row.keys():
@@ -402,7 +402,7 @@ class Store:
     # --- what a running study reports --------------------------------------------------
 
     def record_range_test_points(
-        self, study_id: str, points: Sequence[sink.RangeTestPoint]
+        self, study_id: str, points: Sequence[events.RangeTestPoint]
     ) -> None:
         """Store range test points; a point already stored is kept as it is."""
         if not points:
@@ -428,8 +428,8 @@ class Store:
         self,
         study_id: str,
         iterations_per_epoch: int,
-        trials: Sequence[sink.PlannedTrial],
-        tuning: Sequence[sink.PlannedTuning] = (),
+        trials: Sequence[events.PlannedTrial],
+        tuning: Sequence[events.PlannedTuning] = (),
     ) -> None:
         """Create the study's trials, pending, and note its tuned arms' planned searches, so
         that progress totals are known; trials that exist already (the driver started again)
@@ -505,7 +505,7 @@ class Store:
         return pk
 
     def record_eval_points(
-        self, study_id: str, trial_id: str, points: Sequence[sink.EvalPoint]
+        self, study_id: str, trial_id: str, points: Sequence[events.EvalPoint]
     ) -> None:
         """Store a batch of evaluation points in one statement; points already stored (a
         resumed trial reporting again) are kept as they are."""
@@ -560,7 +560,7 @@ class Store:
     def _set_tuning(self, session: Session, study_id: str, summary: dict[str, Any]) -> None:
         session.execute(update(Study).where(Study.id == study_id).values(tuning=summary))
 
-    def record_tuning_started(self, study_id: str, event: sink.TuningStarted) -> None:
+    def record_tuning_started(self, study_id: str, event: events.TuningStarted) -> None:
         """A tuned arm's search began (or began again after a restart: its trials and best so
         far are kept)."""
         with self._session() as session:
@@ -574,7 +574,7 @@ class Store:
             )
             self._set_tuning(session, study_id, summary)
 
-    def record_tuning_trial_end(self, study_id: str, event: sink.TuningTrialEnded) -> None:
+    def record_tuning_trial_end(self, study_id: str, event: events.TuningTrialEnded) -> None:
         """Store an ended tuning trial; the same (arm, number) again replaces it (keeping its
         node when the new report names none)."""
         _check_one_of("state", event.state, TUNING_TRIAL_STATES)
@@ -599,7 +599,7 @@ class Store:
                 )
             )
 
-    def record_tuning_end(self, study_id: str, event: sink.TuningEnded) -> None:
+    def record_tuning_end(self, study_id: str, event: events.TuningEnded) -> None:
         """A tuned arm's search ended: its best trial, whose params the final trials use."""
         with self._session() as session:
             summary = self._tuning_for_update(session, study_id)

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from workers.sink import (
+from workers.events import (
     ArmsResolved,
     BoundsFound,
     EvaluationPoints,

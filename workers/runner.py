@@ -26,7 +26,7 @@ from clr.bounds import Bounds, UnusableRangeTest, suggest_bounds
 from clr.policies import check_policy_params, get_policy
 from clr.range_test import RangeTestResult
 from workers.datasets import Dataset, load_dataset
-from workers.sink import (
+from workers.events import (
     RANGE_TEST_TRIAL_ID,
     ArmsResolved,
     BoundsFound,

@@ -18,9 +18,9 @@ from clr.policies import make_schedule
 from clr.range_test import LossMonitor, RangeTestResult, lr_ramp
 from workers.datasets import Dataset
 from workers.engine import Engine, Evaluation
+from workers.events import EvalPoint, RangeTestPoint
 from workers.models import build_model
 from workers.optimizers import build_optimizer
-from workers.sink import EvalPoint, RangeTestPoint
 
 # Momentum cycling (Smith's later recommendation): momentum moves inversely to the LR,
 # from MAX_MOMENTUM at the lowest LR to BASE_MOMENTUM at the highest.

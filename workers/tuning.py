@@ -41,7 +41,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from clr.policies import get_policy
 from workers.datasets import Dataset
-from workers.sink import ResultSink, TuningEnded, TuningStarted, TuningTrialEnded
+from workers.events import ResultSink, TuningEnded, TuningStarted, TuningTrialEnded
 from workers.spec import ArmSpec, TuningSpec, search_log
 
 METRIC = "accuracy"  # validation accuracy at a tuning trial's latest evaluation

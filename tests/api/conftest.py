@@ -20,7 +20,7 @@ from api.main import create_app
 from service.settings import Settings
 from service.sinks import DatabaseSink
 from service.store import Store
-from workers.sink import (
+from workers.events import (
     ArmsResolved,
     BoundsFound,
     EvalPoint,

@@ -14,7 +14,7 @@ from service.settings import Settings
 from service.sinks import DatabaseSink
 from service.store import Store
 from tests.api.conftest import PLANNED, SPEC, run_events
-from workers.sink import EvaluationPoints
+from workers.events import EvaluationPoints
 
 SCHEDULES = "/api/v1/schedules"
 

@@ -14,7 +14,7 @@ from api.main import create_app
 from service.driver import PhaseSink
 from service.sinks import DatabaseSink
 from service.store import Store
-from workers.sink import (
+from workers.events import (
     PlannedTrial,
     PlannedTuning,
     StudyPlanned,

@@ -30,7 +30,7 @@ from service.scheduling import (
 )
 from service.settings import Settings
 from service.store import Store
-from workers.sink import EvalPoint, PlannedTrial
+from workers.events import EvalPoint, PlannedTrial
 
 SPEC: dict[str, Any] = {
     "name": "template",

@@ -14,8 +14,7 @@ from service.db import DatabaseUnavailable, make_engine
 from service.driver import PhaseSink
 from service.sinks import DatabaseSink
 from service.store import Store
-from workers.results import ResultsDocument
-from workers.sink import (
+from workers.events import (
     RANGE_TEST_TRIAL_ID,
     ArmsResolved,
     BoundsFound,
@@ -34,6 +33,7 @@ from workers.sink import (
     TuningStarted,
     TuningTrialEnded,
 )
+from workers.results import ResultsDocument
 
 SPEC: dict[str, Any] = {
     "name": "digits",

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from service.db import DatabaseUnavailable, make_engine, upgrade
 from service.models import ApiKey, Study, TuningTrial, utcnow
 from service.store import InvalidTransition, Store, StudyRecord
-from workers.sink import (
+from workers.events import (
     EvalPoint,
     PlannedTrial,
     PlannedTuning,

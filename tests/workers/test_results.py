@@ -7,8 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from workers.results import ResultsDocument
-from workers.sink import (
+from workers.events import (
     ArmsResolved,
     PlannedTrial,
     PlannedTuning,
@@ -17,6 +16,7 @@ from workers.sink import (
     TuningStarted,
     TuningTrialEnded,
 )
+from workers.results import ResultsDocument
 
 SPEC: dict[str, Any] = {"name": "digits", "arms": [{"name": "fixed-tuned"}], "seeds": [0]}
 SPACE = {"lr": {"type": "float", "low": 0.0001, "high": 1.0, "log": True}}

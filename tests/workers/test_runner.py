@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from workers.runner import RunOptions, run_study
-from workers.sink import (
+from workers.events import (
     ArmsResolved,
     BoundsFound,
     EvaluationPoints,
@@ -19,6 +18,7 @@ from workers.sink import (
     TrialEnded,
     TrialStarted,
 )
+from workers.runner import RunOptions, run_study
 from workers.spec import StudySpec
 
 pytestmark = pytest.mark.slow

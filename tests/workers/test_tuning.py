@@ -26,9 +26,7 @@ from optuna.trial import TrialState
 from service.ray_cluster import free_port
 from service.reports import build_report
 from workers.datasets import load_dataset
-from workers.results import ResultsDocument
-from workers.runner import RunOptions, run_study
-from workers.sink import (
+from workers.events import (
     ArmsResolved,
     EvaluationPoints,
     Event,
@@ -39,6 +37,8 @@ from workers.sink import (
     TuningStarted,
     TuningTrialEnded,
 )
+from workers.results import ResultsDocument
+from workers.runner import RunOptions, run_study
 from workers.spec import SpecError, StudySpec, parse_spec
 from workers.tuning import (
     ITERATIONS_ATTR,
