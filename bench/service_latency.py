@@ -71,7 +71,7 @@ def main() -> None:
         }
         env.pop("RAY_ADDRESS", None)
         server = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve"],
+            [sys.executable, "-m", "cli.main", "serve"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

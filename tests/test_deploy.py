@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from service.cli import build_parser
+from cli.main import build_parser
 from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -126,7 +126,7 @@ class Service:
     def start(self) -> None:
         log = open(self.root / "service.log", "ab")  # noqa: SIM115 - closed with the process
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve"],
+            [sys.executable, "-m", "cli.main", "serve"],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -7,11 +7,7 @@ import argparse
 import json
 from typing import Any
 
-
-def _call(method: str, path: str, **kwargs: Any) -> Any:
-    from service.cli import _call as call  # late: the CLI module imports this one
-
-    return call(method, path, **kwargs)
+from cli.client import call
 
 
 def _show(schedule: dict[str, Any]) -> None:
@@ -31,18 +27,18 @@ def _create(args: argparse.Namespace) -> int:
         "timezone": args.tz,
         "spec": load_spec(args.spec).model_dump(mode="json"),
     }
-    _show(_call("POST", "/schedules", json=body).json())
+    _show(call("POST", "/schedules", json=body).json())
     return 0
 
 
 def _list(args: argparse.Namespace) -> int:
-    for schedule in _call("GET", "/schedules").json():
+    for schedule in call("GET", "/schedules").json():
         _show(schedule)
     return 0
 
 
 def _get(args: argparse.Namespace) -> int:
-    schedule = _call("GET", f"/schedules/{args.id}").json()
+    schedule = call("GET", f"/schedules/{args.id}").json()
     _show(schedule)
     latest = schedule.get("latest")
     if latest is None:
@@ -56,7 +52,7 @@ def _get(args: argparse.Namespace) -> int:
 
 
 def _history(args: argparse.Namespace) -> int:
-    runs = _call("GET", f"/schedules/{args.id}/history").json()["runs"]
+    runs = call("GET", f"/schedules/{args.id}/history").json()["runs"]
     if args.json:
         print(json.dumps(runs, indent=2))
         return 0
@@ -76,12 +72,12 @@ def _history(args: argparse.Namespace) -> int:
 
 
 def _enable(args: argparse.Namespace) -> int:
-    _show(_call("PATCH", f"/schedules/{args.id}", json={"enabled": args.enabled}).json())
+    _show(call("PATCH", f"/schedules/{args.id}", json={"enabled": args.enabled}).json())
     return 0
 
 
 def _delete(args: argparse.Namespace) -> int:
-    _call("DELETE", f"/schedules/{args.id}")
+    call("DELETE", f"/schedules/{args.id}")
     print(f"deleted schedule {args.id}; the studies it created stay")
     return 0
 

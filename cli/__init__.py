@@ -1,0 +1,1 @@
+"""The `clrstudy` command line: local runs, server operations and HTTP client commands."""
