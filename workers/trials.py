@@ -1,6 +1,6 @@
 """What one trial does, without Ray: build its engine, then run a range test or an arm.
 
-The Ray Tune trainables in `workers.runner` wrap these loops; tests and benchmarks call
+The Ray Tune trainables in `workers.trainables` wrap these loops; tests and benchmarks call
 them directly. Both loops are generators that yield after every evaluation, so the caller
 decides what to report and when to checkpoint.
 """

@@ -25,7 +25,7 @@ from service.db import make_engine, upgrade
 from service.ray_cluster import free_port
 from service.store import Store
 from tests.service.test_execution import Service, wait_for
-from workers.runner import CHECKPOINT_FILE
+from workers.trainables import CHECKPOINT_FILE
 
 pytestmark = pytest.mark.slow
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "local-cluster"
