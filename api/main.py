@@ -17,7 +17,7 @@ from api.routes import api_router, health, pages
 from service.db import make_engine, upgrade
 from service.dispatcher import Dispatcher
 from service.ray_cluster import RayCluster
-from service.scheduling import Scheduler, ScheduleStore
+from service.scheduling import Scheduler
 from service.settings import Settings, get_settings
 from service.store import Store
 
@@ -40,7 +40,7 @@ def create_app(settings: Settings | None = None, *, run_studies: bool = True) ->
         cluster = RayCluster(settings) if run_studies else None
         dispatcher = Dispatcher(store, cluster, settings) if cluster else None
         # Tests without Ray tick schedules by hand, with a clock of their own.
-        scheduler = Scheduler(store, ScheduleStore(engine), settings) if run_studies else None
+        scheduler = Scheduler(store, settings) if run_studies else None
         app.state.store = store
         app.state.cluster = cluster
         app.state.dispatcher = dispatcher

@@ -1,5 +1,10 @@
 """All reads and writes of the service's tables. Every method runs in its own session and
-returns frozen records, never ORM rows."""
+returns frozen records, never ORM rows.
+
+Schedules are claimed by two service processes at once: `claim_schedule_run` claims a due
+run with a conditional UPDATE of `next_run_at` plus an INSERT that the unique (schedule, due
+time) constraint guards, so no two processes record, nor create a study for, the same run.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +12,18 @@ import hashlib
 import math
 import secrets
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Engine, case, func, select, update
+from sqlalchemy import CursorResult, Engine, case, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from service.cron import check_cron, check_timezone, next_due
 from service.db import session_factory, session_scope
 from service.models import (
     STUDY_PHASES,
@@ -27,6 +33,8 @@ from service.models import (
     EvalPoint,
     Owner,
     RangeTestPoint,
+    Schedule,
+    ScheduleRun,
     Study,
     Trial,
     TuningTrial,
@@ -55,10 +63,17 @@ RESULT_TRIAL_FIELDS = (
 TUNING_TRIAL_FIELDS = (
     "number", "params", "state", "iterations_done", "value", "wall_s", "error", "node_id",
 )  # fmt: skip
+SCHEDULE_FIELDS = (
+    "name", "cron", "timezone", "spec", "enabled", "points_threshold", "iterations_fraction",
+)  # fmt: skip
 
 
 class InvalidTransition(ValueError):
     """A study status change that the lifecycle does not allow."""
+
+
+class DuplicateScheduleName(ValueError):
+    """The owner has a schedule of that name already."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +128,33 @@ class TrialRecord:
     wall_s: float | None
     started_at: datetime | None
     ended_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ScheduleRecord:
+    id: int
+    owner_id: int
+    name: str
+    cron: str
+    timezone: str
+    spec: dict[str, Any]
+    enabled: bool
+    points_threshold: float
+    iterations_fraction: float
+    created_at: datetime
+    next_run_at: datetime
+    last_run_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ScheduleRunRecord:
+    id: int
+    schedule_id: int
+    due_at: datetime
+    study_id: str | None
+    state: str
+    reason: str | None
+    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -176,6 +218,10 @@ def _planned_tuning() -> dict[str, Any]:
 def _check_one_of(field_name: str, value: str, allowed: Iterable[str]) -> None:
     if value not in allowed:
         raise ValueError(f"{field_name} {value!r} is not one of {', '.join(allowed)}")
+
+
+def _taken(name: Any) -> str:
+    return f"name {name!r}: you have a schedule of that name already"
 
 
 class Store:
@@ -242,7 +288,7 @@ class Store:
     ) -> tuple[StudyRecord, bool]:
         """A new queued study and True; or, when this owner already used `idempotency_key`,
         that study and False."""
-        if idempotency_key is not None and (found := self._by_key(owner_id, idempotency_key)):
+        if idempotency_key is not None and (found := self.study_by_key(owner_id, idempotency_key)):
             return found, False
         try:
             with self._session() as session:
@@ -258,12 +304,15 @@ class Store:
                 record: StudyRecord = _record(StudyRecord, study)
         except IntegrityError:
             # Another request with the same key won the race; the constraint kept one study.
-            if idempotency_key is None or not (found := self._by_key(owner_id, idempotency_key)):
+            if idempotency_key is None or not (
+                found := self.study_by_key(owner_id, idempotency_key)
+            ):
                 raise
             return found, False
         return record, True
 
-    def _by_key(self, owner_id: int, idempotency_key: str) -> StudyRecord | None:
+    def study_by_key(self, owner_id: int, idempotency_key: str) -> StudyRecord | None:
+        """The study this owner created with `idempotency_key`, if any."""
         with self._session() as session:
             study = session.scalars(
                 select(Study).where(
@@ -398,6 +447,183 @@ class Store:
                 raise InvalidTransition(f"study {study_id} has already {study.status}")
             # Otherwise it moved from queued to running in between: try again.
         return self.get_study(study_id)
+
+    # --- schedules and their runs ------------------------------------------------------
+
+    def create_schedule(
+        self,
+        owner_id: int,
+        name: str,
+        cron: str,
+        timezone: str,
+        spec: dict[str, Any],
+        *,
+        now: datetime,
+        points_threshold: float,
+        iterations_fraction: float,
+        enabled: bool = True,
+    ) -> ScheduleRecord:
+        """A new schedule, first due after `now`; `DuplicateScheduleName` if the name is taken."""
+        row = Schedule(
+            owner_id=owner_id,
+            name=name,
+            cron=check_cron(cron),
+            timezone=timezone,
+            spec=spec,
+            enabled=enabled,
+            points_threshold=points_threshold,
+            iterations_fraction=iterations_fraction,
+            next_run_at=next_due(cron, timezone, now),
+        )
+        try:
+            with self._session() as session:
+                session.add(row)
+                session.flush()
+                record: ScheduleRecord = _record(ScheduleRecord, row)
+        except IntegrityError:
+            raise DuplicateScheduleName(_taken(name)) from None
+        return record
+
+    def get_schedule(self, schedule_id: int, owner_id: int | None = None) -> ScheduleRecord | None:
+        """The schedule, if it exists and belongs to `owner_id` (None: any owner)."""
+        query = select(Schedule).where(Schedule.id == schedule_id)
+        if owner_id is not None:
+            query = query.where(Schedule.owner_id == owner_id)
+        with self._session() as session:
+            row = session.scalars(query).one_or_none()
+            return None if row is None else _record(ScheduleRecord, row)
+
+    def list_schedules(self, owner_id: int | None = None) -> list[ScheduleRecord]:
+        """Every schedule of `owner_id` (None: of every owner), oldest first."""
+        query = select(Schedule).order_by(Schedule.id)
+        if owner_id is not None:
+            query = query.where(Schedule.owner_id == owner_id)
+        with self._session() as session:
+            return [_record(ScheduleRecord, row) for row in session.scalars(query)]
+
+    def update_schedule(
+        self, schedule_id: int, changes: Mapping[str, Any], *, now: datetime
+    ) -> ScheduleRecord:
+        """Apply `changes` (fields of SCHEDULE_FIELDS); a new rule, time zone or re-enabling
+        makes the next due time the first after `now` (a paused schedule does not catch up)."""
+        unknown = set(changes) - set(SCHEDULE_FIELDS)
+        if unknown:
+            raise ValueError(
+                f"fields {sorted(unknown)} cannot be changed; allowed: {SCHEDULE_FIELDS}"
+            )
+        try:
+            with self._session() as session:
+                row = session.get(Schedule, schedule_id)
+                if row is None:
+                    raise LookupError(f"no schedule {schedule_id}")
+                resume = changes.get("enabled") is True and not row.enabled
+                for name, value in changes.items():
+                    setattr(row, name, value)
+                check_cron(row.cron)
+                check_timezone(row.timezone)
+                if resume or {"cron", "timezone"} & changes.keys():
+                    row.next_run_at = next_due(row.cron, row.timezone, now)
+                session.flush()
+                record: ScheduleRecord = _record(ScheduleRecord, row)
+        except IntegrityError:
+            raise DuplicateScheduleName(_taken(changes.get("name"))) from None
+        return record
+
+    def delete_schedule(self, schedule_id: int) -> bool:
+        """Delete a schedule and its runs; the studies it created stay."""
+        with self._session() as session:
+            result = session.execute(delete(Schedule).where(Schedule.id == schedule_id))
+            return cast(CursorResult[Any], result).rowcount == 1
+
+    def due_schedules(self, now: datetime) -> list[ScheduleRecord]:
+        """Enabled schedules whose next due time is at or before `now`."""
+        with self._session() as session:
+            rows = session.scalars(
+                select(Schedule)
+                .where(Schedule.enabled.is_(True), Schedule.next_run_at <= now)
+                .order_by(Schedule.next_run_at, Schedule.id)
+            )
+            return [_record(ScheduleRecord, row) for row in rows]
+
+    def claim_schedule_run(
+        self,
+        schedule: ScheduleRecord,
+        due_at: datetime,
+        next_run_at: datetime,
+        *,
+        state: str = "created",
+        reason: str | None = None,
+    ) -> ScheduleRunRecord | None:
+        """Record the run for `due_at` and move the schedule on to `next_run_at`, atomically;
+        None if another process claimed it first, or the schedule was disabled or deleted.
+
+        The UPDATE only matches while `next_run_at` is still the value `schedule` was read
+        with (on PostgreSQL a concurrent claimer waits for the row lock, then re-checks); the
+        unique (schedule, due time) constraint stops any claim that slips past it.
+        """
+        try:
+            with self._session() as session:
+                result = session.execute(
+                    update(Schedule)
+                    .where(
+                        Schedule.id == schedule.id,
+                        Schedule.enabled.is_(True),
+                        Schedule.next_run_at == schedule.next_run_at,
+                    )
+                    .values(next_run_at=next_run_at, last_run_at=due_at)
+                )
+                if cast(CursorResult[Any], result).rowcount != 1:
+                    return None
+                row = ScheduleRun(
+                    schedule_id=schedule.id, due_at=due_at, state=state, reason=reason
+                )
+                session.add(row)
+                session.flush()
+                record: ScheduleRunRecord = _record(ScheduleRunRecord, row)
+        except IntegrityError:
+            return None
+        return record
+
+    def attach_run_study(self, run_id: int, study_id: str) -> None:
+        """Link a created schedule run to its study."""
+        with self._session() as session:
+            session.execute(
+                update(ScheduleRun)
+                .where(ScheduleRun.id == run_id, ScheduleRun.study_id.is_(None))
+                .values(study_id=study_id)
+            )
+
+    def schedule_runs(self, schedule_id: int, limit: int | None = None) -> list[ScheduleRunRecord]:
+        """The schedule's runs, newest due time first."""
+        query = (
+            select(ScheduleRun)
+            .where(ScheduleRun.schedule_id == schedule_id)
+            .order_by(ScheduleRun.due_at.desc())
+            .limit(limit)
+        )
+        with self._session() as session:
+            return [_record(ScheduleRunRecord, row) for row in session.scalars(query)]
+
+    def latest_created_run(self, schedule_id: int) -> ScheduleRunRecord | None:
+        """The schedule's newest run that created (or is to create) a study."""
+        with self._session() as session:
+            row = session.scalars(
+                select(ScheduleRun)
+                .where(ScheduleRun.schedule_id == schedule_id, ScheduleRun.state == "created")
+                .order_by(ScheduleRun.due_at.desc())
+                .limit(1)
+            ).one_or_none()
+            return None if row is None else _record(ScheduleRunRecord, row)
+
+    def unattached_runs(self) -> list[ScheduleRunRecord]:
+        """Created runs without a study: their claimer stopped before creating it."""
+        with self._session() as session:
+            rows = session.scalars(
+                select(ScheduleRun)
+                .where(ScheduleRun.state == "created", ScheduleRun.study_id.is_(None))
+                .order_by(ScheduleRun.id)
+            )
+            return [_record(ScheduleRunRecord, row) for row in rows]
 
     # --- what a running study reports --------------------------------------------------
 

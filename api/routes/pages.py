@@ -17,31 +17,17 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import SESSION_COOKIE, StoreDep, visible_to
 from api.routes.studies import study_path
+from service.reports.page import page
 from service.store import OwnerRecord, Store
 
 PAGE_SIZE = 200  # studies listed on the page; the API pages through the rest
 
 router = APIRouter(include_in_schema=False)
 
-_CSS = """
-body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:70rem;padding:0 1rem;color:#222}
-table{border-collapse:collapse;width:100%}th,td{padding:.35rem .6rem;text-align:left}
-tr:nth-child(even){background:#f4f4f4}th{border-bottom:2px solid #999}
-.error{color:#a00}header{display:flex;justify-content:space-between;align-items:baseline}
-"""
-
-
-def _page(title: str, body: str) -> str:
-    return (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>{body}</body></html>"
-    )
-
 
 def _login_page(message: str = "") -> str:
     error = f'<p class="error" id="login-error">{escape(message)}</p>' if message else ""
-    return _page(
+    return page(
         "clrstudy: log in",
         "<h1>clrstudy</h1><p>Log in with your API key (from <code>clrstudy keys create</code>)."
         f"</p>{error}"
@@ -72,9 +58,10 @@ def _studies_page(store: Store, owner: OwnerRecord) -> str:
         else '<p id="no-studies">No studies yet: submit one with <code>clrstudy submit '
         "SPEC</code> or POST /api/v1/studies.</p>"
     )
-    return _page(
+    return page(
         "clrstudy: studies",
-        f'<header><h1>Studies</h1><form method="post" action="/logout">{escape(owner.name)} '
+        '<header class="bar"><h1>Studies</h1>'
+        f'<form method="post" action="/logout">{escape(owner.name)} '
         f'<button type="submit">Log out</button></form></header>{table}'
         '<p><a href="/docs">API documentation</a></p>',
     )

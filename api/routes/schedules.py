@@ -13,21 +13,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from api.deps import CurrentOwner, SettingsDep, StoreDep, visible_to
 from api.errors import UNAUTHORIZED, UNAVAILABLE, Responses, _doc
 from api.routes.studies import API_PREFIX, _body_error
+from service.cron import check_cron, check_timezone
 from service.models import utcnow
-from service.scheduling import (
+from service.reports.regressions import (
     DEFAULT_ITERATIONS_FRACTION,
     DEFAULT_POINTS_THRESHOLD,
-    MAX_SCHEDULE_NAME,
-    DuplicateScheduleName,
-    ScheduleRecord,
-    ScheduleStore,
-    check_cron,
-    check_timezone,
-    history,
     latest_comparison,
-    render_schedule_html,
 )
+from service.reports.schedule_page import render_schedule_html
+from service.scheduling import MAX_SCHEDULE_NAME, history
 from service.settings import Settings
+from service.store import DuplicateScheduleName, ScheduleRecord
 from workers.spec import StudySpec
 
 PREFIX = "/schedules"
@@ -159,22 +155,15 @@ def _view(schedule: ScheduleRecord, latest: dict[str, Any] | None = None) -> Sch
     )
 
 
-def get_schedules(store: StoreDep) -> ScheduleStore:
-    return ScheduleStore(store.engine)
-
-
-SchedulesDep = Annotated[ScheduleStore, Depends(get_schedules)]
-
-
 def owned_schedule(
     schedule_id: Annotated[str, Path(description="The schedule's id.")],
-    schedules: SchedulesDep,
+    store: StoreDep,
     owner: CurrentOwner,
 ) -> ScheduleRecord:
     """The schedule if the caller may see it; 404 otherwise, also for a malformed id."""
     schedule = None
     if schedule_id.isdigit() and len(schedule_id) < 10:
-        schedule = schedules.get(int(schedule_id), visible_to(owner))
+        schedule = store.get_schedule(int(schedule_id), visible_to(owner))
     if schedule is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no schedule {schedule_id!r}")
     return schedule
@@ -209,13 +198,13 @@ def create_schedule(
     body: ScheduleCreate,
     response: Response,
     owner: CurrentOwner,
-    schedules: SchedulesDep,
+    store: StoreDep,
     settings: SettingsDep,
 ) -> ScheduleView:
     """From its first due time on, each due time creates a study from the template."""
     spec = _valid_spec(body.spec, settings)
     try:
-        schedule = schedules.create(
+        schedule = store.create_schedule(
             owner.id,
             body.name,
             body.cron,
@@ -233,17 +222,17 @@ def create_schedule(
 
 
 @router.get("", response_model=list[ScheduleView], summary="List schedules")
-def list_schedules(owner: CurrentOwner, schedules: SchedulesDep) -> list[ScheduleView]:
+def list_schedules(owner: CurrentOwner, store: StoreDep) -> list[ScheduleView]:
     """The caller's schedules (an admin's: everyone's), oldest first."""
-    return [_view(s) for s in schedules.list_schedules(visible_to(owner))]
+    return [_view(s) for s in store.list_schedules(visible_to(owner))]
 
 
 @router.get(
     "/{schedule_id}", response_model=ScheduleView, summary="Get a schedule", responses=NOT_FOUND
 )
-def get_schedule(schedule: OwnedSchedule, store: StoreDep, schedules: SchedulesDep) -> ScheduleView:
+def get_schedule(schedule: OwnedSchedule, store: StoreDep) -> ScheduleView:
     """The schedule with its latest regression flags (`regression`, `latest`)."""
-    entries = history(store, schedules, schedule, to_latest_success=True)
+    entries = history(store, schedule, to_latest_success=True)
     return _view(schedule, latest_comparison(entries))
 
 
@@ -256,7 +245,7 @@ def get_schedule(schedule: OwnedSchedule, store: StoreDep, schedules: SchedulesD
 def update_schedule(
     body: ScheduleFields,
     schedule: OwnedSchedule,
-    schedules: SchedulesDep,
+    store: StoreDep,
     settings: SettingsDep,
 ) -> ScheduleView:
     """Change any fields; a new rule, time zone or re-enabling counts from now (no catch-up)."""
@@ -269,7 +258,7 @@ def update_schedule(
     if "spec" in changes:
         changes["spec"] = _valid_spec(changes["spec"], settings)
     try:
-        updated = schedules.update(schedule.id, changes, now=utcnow())
+        updated = store.update_schedule(schedule.id, changes, now=utcnow())
     except DuplicateScheduleName as error:
         raise _conflict(error) from None
     except LookupError:  # deleted since `owned_schedule` found it
@@ -285,9 +274,9 @@ def update_schedule(
     summary="Delete a schedule",
     responses=NOT_FOUND,
 )
-def delete_schedule(schedule: OwnedSchedule, schedules: SchedulesDep) -> Response:
+def delete_schedule(schedule: OwnedSchedule, store: StoreDep) -> Response:
     """Delete the schedule and its run history; the studies it created stay."""
-    schedules.delete(schedule.id)
+    store.delete_schedule(schedule.id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -306,10 +295,9 @@ def delete_schedule(schedule: OwnedSchedule, schedules: SchedulesDep) -> Respons
 def get_history(
     schedule: OwnedSchedule,
     store: StoreDep,
-    schedules: SchedulesDep,
     limit: Annotated[int, Query(ge=1, le=1000, description="Newest runs shown.")] = HISTORY_LIMIT,
 ) -> dict[str, Any]:
-    entries = history(store, schedules, schedule, limit)
+    entries = history(store, schedule, limit)
     return {"schedule_id": schedule.id, "runs": entries, "latest": latest_comparison(entries)}
 
 
@@ -322,8 +310,7 @@ def get_history(
 def get_page(
     schedule: OwnedSchedule,
     store: StoreDep,
-    schedules: SchedulesDep,
     limit: Annotated[int, Query(ge=1, le=1000, description="Newest runs shown.")] = HISTORY_LIMIT,
 ) -> HTMLResponse:
     """Final accuracy per arm over time and every run; regressions in red."""
-    return HTMLResponse(render_schedule_html(schedule, history(store, schedules, schedule, limit)))
+    return HTMLResponse(render_schedule_html(schedule, history(store, schedule, limit)))

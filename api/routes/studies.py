@@ -139,8 +139,7 @@ def submit_study(
         errors = [_body_error(e) for e in error.errors(include_url=False)]
         raise RequestValidationError(errors) from None
     # A retry of an accepted POST returns its study even when the owner is at the limit now.
-    # TODO(store): a public lookup by idempotency key instead of the private `_by_key`.
-    known = store._by_key(owner.id, idempotency_key) if idempotency_key else None
+    known = store.study_by_key(owner.id, idempotency_key) if idempotency_key else None
     if known is None:
         active = sum(
             store.list_studies(owner_id=owner.id, status=s, limit=0)[1] for s in ACTIVE_STATUSES

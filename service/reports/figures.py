@@ -64,7 +64,8 @@ def _label(text: str) -> str:
     return "\N{ZERO WIDTH SPACE}" + text if text.startswith("_") else text
 
 
-def _svg(figure: Figure) -> str:
+def to_svg(figure: Figure) -> str:
+    """The figure as an SVG element, text kept as text, without a date (stable output)."""
     out = io.StringIO()
     with matplotlib.rc_context(_RC):
         figure.savefig(out, format="svg", metadata={"Date": None})
@@ -72,7 +73,7 @@ def _svg(figure: Figure) -> str:
     return text[text.index("<svg") :]
 
 
-def _figure(panels: int = 1) -> tuple[Figure, list[Axes]]:
+def new_figure(panels: int = 1) -> tuple[Figure, list[Axes]]:
     """A figure of `panels` axes side by side, with room on the right for the legend.
 
     Fixed margins rather than a layout engine: constrained layout draws every figure twice.
@@ -83,7 +84,8 @@ def _figure(panels: int = 1) -> tuple[Figure, list[Axes]]:
         return figure, list(figure.subplots(1, panels, squeeze=False)[0])
 
 
-def _legend(figure: Figure) -> None:
+def place_legend(figure: Figure) -> None:
+    """The legend of every labelled line, in the room `new_figure` leaves on the right."""
     figure.legend(loc="upper left", bbox_to_anchor=(0.84, 0.9), fontsize=8, frameon=False)
 
 
@@ -134,7 +136,7 @@ def accuracy_figure(results: Mapping[str, Any], report: Mapping[str, Any]) -> st
         if band is not None:
             bands[name] = band
     target = report["target"]["accuracy"]
-    figure, axes = _figure(2 if target is not None and bands else 1)
+    figure, axes = new_figure(2 if target is not None and bands else 1)
     _plot_bands(axes, bands, colors)
     axes[0].set_title("held-out accuracy (mean, min-max over seeds)")
     for ax in axes:
@@ -153,10 +155,10 @@ def accuracy_figure(results: Mapping[str, Any], report: Mapping[str, Any]) -> st
             if crossing is not None:
                 zoom.axvline(crossing, color=colors[row["arm"]], ls=":", lw=1.2)
     if bands:
-        _legend(figure)
+        place_legend(figure)
     else:
         axes[0].text(0.5, 0.5, "no evaluation yet", ha="center", transform=axes[0].transAxes)
-    return _svg(figure)
+    return to_svg(figure)
 
 
 def schedule_figure(results: Mapping[str, Any]) -> str:
@@ -168,7 +170,7 @@ def schedule_figure(results: Mapping[str, Any]) -> str:
     """
     arms: Mapping[str, Mapping[str, Any]] = results.get("arms") or {}
     colors = arm_colors(list(arms))
-    figure, (ax,) = _figure()
+    figure, (ax,) = new_figure()
     lows, highs = [], []
     for name, arm in arms.items():
         policy = arm["policy"]
@@ -194,10 +196,10 @@ def schedule_figure(results: Mapping[str, Any]) -> str:
     ax.set_ylabel("learning rate")
     ax.grid(alpha=0.3)
     if lows:
-        _legend(figure)
+        place_legend(figure)
     else:
         ax.text(0.5, 0.5, "bounds not known yet", ha="center", transform=ax.transAxes)
-    return _svg(figure)
+    return to_svg(figure)
 
 
 def range_test_figure(results: Mapping[str, Any]) -> str | None:
@@ -211,7 +213,7 @@ def range_test_figure(results: Mapping[str, Any]) -> str | None:
         return np.array([np.nan if p.get(key) is None else p[key] for p in points], dtype=float)
 
     lr, loss, smoothed, acc = (column(k) for k in ("lr", "loss", "smoothed_loss", "accuracy"))
-    figure, (ax,) = _figure()
+    figure, (ax,) = new_figure()
     loss_ax = ax.twinx()
     finite = np.isfinite(loss) & np.isfinite(smoothed)
     keep = np.flatnonzero(finite)[thin(smoothed[finite])]
@@ -243,5 +245,5 @@ def range_test_figure(results: Mapping[str, Any]) -> str | None:
     ax.set_xlabel("learning rate")
     ax.set_ylabel("held-out accuracy")
     loss_ax.set_ylabel("training loss")
-    _legend(figure)
-    return _svg(figure)
+    place_legend(figure)
+    return to_svg(figure)

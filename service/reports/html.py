@@ -27,24 +27,8 @@ from service.reports.figures import (
     range_test_figure,
     schedule_figure,
 )
+from service.reports.page import page
 
-_CSS = """
-body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #222;
-       max-width: 1100px; margin: 1.5em auto; padding: 0 1em; }
-h1 { font-size: 1.5em; margin-bottom: 0.2em; } h2 { font-size: 1.15em; margin-top: 1.6em; }
-.meta, .note, figcaption { color: #555; font-size: 0.9em; }
-.banner { padding: 0.6em 1em; border-radius: 4px; background: #fff4d6; border: 1px solid #e0b84c; }
-.banner.error { background: #fde2e2; border-color: #d66; }
-#verdicts li { margin: 0.25em 0; }
-table { border-collapse: collapse; font-size: 0.92em; }
-th, td { border-bottom: 1px solid #ddd; padding: 0.3em 0.6em; text-align: right; }
-th { background: #f4f4f4; } td.text, th.text { text-align: left; }
-.swatch { display: inline-block; width: 0.8em; height: 0.8em; border-radius: 2px;
-          margin-right: 0.4em; vertical-align: -0.05em; }
-figure.plot { margin: 1em 0; } figure.plot svg { max-width: 100%; height: auto; }
-th.group { text-align: center; } tr.best td { background: #e6f4e6; font-weight: 600; }
-h3 { font-size: 1em; margin-top: 1.2em; }
-"""
 _MISSING = "&ndash;"
 _MARKS = {"range test": "&dagger;", "tuned": "&Dagger;"}
 
@@ -360,12 +344,7 @@ def render_html(results: Mapping[str, Any], report: Mapping[str, Any] | None = N
             _figure("plot-range-test", range_test_figure(results), range_caption),
         )
     )
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{_e(title)}</title><style>{_CSS}</style></head>
-<body>
-<header><h1>{_e(title)}</h1><p class="meta">{meta}</p></header>
+    body = f"""<header><h1>{_e(title)}</h1><p class="meta">{meta}</p></header>
 {banners}
 <section id="verdicts"><h2>Verdict</h2><ul>{verdicts}</ul></section>
 <section id="summary-section"><h2>Summary</h2>{_summary(report, colors)}
@@ -382,6 +361,5 @@ trials (every seed). {_e(report["cost"]["note"])}</p></section>
 {_tests(report, colors)}</section>
 {_tuning(report, colors)}
 <section id="plots"><h2>Plots</h2>{plots}</section>
-<section id="range-test"><h2>LR range test</h2>{range_section}</section>
-</body></html>
-"""
+<section id="range-test"><h2>LR range test</h2>{range_section}</section>"""
+    return page(title, body, body_class="report")

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from service.scheduling import Scheduler, ScheduleStore
+from service.scheduling import Scheduler
 from service.settings import Settings
 from service.sinks import DatabaseSink
 from service.store import Store
@@ -158,8 +158,7 @@ def test_history_and_page_show_each_run_and_flag_regressions(
     client: TestClient, store: Store, settings: Settings, alice: dict[str, str]
 ) -> None:
     schedule = create(client, alice, name="digits <nightly>")
-    schedules = ScheduleStore(store.engine)
-    scheduler = Scheduler(store, schedules, settings)
+    scheduler = Scheduler(store, settings)
     first_due = datetime.fromisoformat(schedule["next_run_at"])
 
     def night(n: int) -> Any:

@@ -7,6 +7,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,13 @@ from sqlalchemy.exc import IntegrityError
 
 from service.db import DatabaseUnavailable, make_engine, upgrade
 from service.models import ApiKey, Study, TuningTrial, utcnow
-from service.store import InvalidTransition, Store, StudyRecord
+from service.store import (
+    DuplicateScheduleName,
+    InvalidTransition,
+    ScheduleRecord,
+    Store,
+    StudyRecord,
+)
 from workers.events import (
     EvalPoint,
     PlannedTrial,
@@ -431,6 +438,58 @@ def test_tuning_trials_sorted_counted_and_checked(store: Store, engine: Engine) 
         connection.execute(delete(Study).where(Study.id == study_id))
         left = connection.scalar(select(func.count()).select_from(TuningTrial))
     assert left == 0  # deleting a study deletes its tuning trials
+
+
+# --- schedules ------------------------------------------------------------------------------
+
+CREATED = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def nightly(store: Store, owner: int, name: str = "nightly") -> ScheduleRecord:
+    """A schedule at 02:00 Berlin time, created at CREATED: first due 2026-03-02 01:00 UTC."""
+    return store.create_schedule(
+        owner,
+        name,
+        "0 2 * * *",
+        "Europe/Berlin",
+        SPEC,
+        now=CREATED,
+        points_threshold=2.0,
+        iterations_fraction=0.25,
+    )
+
+
+def test_a_schedule_is_due_from_its_first_due_time(store: Store) -> None:
+    schedule = nightly(store, owner_id(store))
+    assert schedule.next_run_at == datetime(2026, 3, 2, 1, tzinfo=UTC)
+    assert store.due_schedules(datetime(2026, 3, 2, 0, 59, tzinfo=UTC)) == []
+    assert store.due_schedules(schedule.next_run_at) == [schedule]
+    with pytest.raises(DuplicateScheduleName, match="name 'nightly'"):
+        nightly(store, schedule.owner_id)
+
+
+def test_a_stale_or_repeated_claim_records_nothing(store: Store) -> None:
+    schedule = nightly(store, owner_id(store))
+    due, following = schedule.next_run_at, datetime(2026, 3, 3, 1, tzinfo=UTC)
+    assert store.claim_schedule_run(schedule, due, following) is not None
+    # A second process read the schedule before the claim: its conditional UPDATE misses.
+    assert store.claim_schedule_run(schedule, due, following) is None
+    # One that read it after, for the same due time: the unique constraint refuses the run,
+    # and the rolled back UPDATE leaves next_run_at as it was.
+    fresh = store.get_schedule(schedule.id)
+    assert fresh is not None
+    assert store.claim_schedule_run(fresh, due, datetime(2026, 3, 4, 1, tzinfo=UTC)) is None
+    assert (store.get_schedule(schedule.id) or fresh).next_run_at == following
+    assert len(store.schedule_runs(schedule.id)) == 1
+
+
+def test_schedules_survive_a_restart(store: Store, db_url: str) -> None:
+    created = nightly(store, owner_id(store))
+    restarted = make_engine(db_url)  # a new process's engine: nothing cached
+    try:
+        assert Store(restarted).list_schedules() == [created]
+    finally:
+        restarted.dispose()
 
 
 def test_records_are_frozen(store: Store) -> None:
