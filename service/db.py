@@ -16,12 +16,13 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
-import migrations
-
 # Our own Alembic version table: Optuna's storage claims the default `alembic_version`
 # and refuses a database whose `alembic_version` holds another project's revision.
 VERSION_TABLE = "clr_alembic_version"
 TABLE_PREFIX = "clr_"
+# The `migrations` package, as a package resource that Alembic finds when it migrates:
+# migrations sits above service (its env.py imports our models), so service never imports it.
+SCRIPT_LOCATION = "migrations:"
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -94,7 +95,7 @@ def session_scope(sessions: sessionmaker[Session]) -> Iterator[Session]:
 def alembic_config(url: str | URL) -> Config:
     """An Alembic configuration for our migrations, built in code (no alembic.ini)."""
     config = Config()
-    config.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    config.set_main_option("script_location", SCRIPT_LOCATION)
     # An attribute, not a main option: ConfigParser would read a `%` in the URL as
     # interpolation.
     config.attributes["sqlalchemy.url"] = database_url(url)
