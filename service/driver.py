@@ -20,9 +20,9 @@ from service.ray_cluster import client_environment
 from service.settings import Settings, get_settings
 from service.sinks import DatabaseSink
 from service.store import Store
+from service.studies import validate_spec
 from workers.events import ArmsResolved, Event, RangeTestPoints, ResultSink, TuningStarted
 from workers.runner import RunOptions, StudyFailed, run_study
-from workers.spec import StudySpec
 
 log = logging.getLogger("clrstudy.driver")
 CANCEL_POLL_S = 1.0
@@ -79,7 +79,7 @@ def drive(study_id: str) -> int:
     if study is None or study.status != "running":
         log.error("study %s is not running (%s)", study_id, study and study.status)
         return 1
-    spec = StudySpec.model_validate(study.spec, context={"limits": settings.limits()})
+    spec = validate_spec(study.spec, settings)
     sink = DatabaseSink(store, study_id)
     cancel, done = threading.Event(), threading.Event()
     watcher = threading.Thread(

@@ -23,10 +23,10 @@ from service.db import DatabaseUnavailable
 from service.models import utcnow
 from service.settings import Settings
 from service.store import ScheduleRecord, ScheduleRunRecord, Store, StudyRecord
+from service.studies import ACTIVE_STATUSES, submit, validate_spec
 
 log = logging.getLogger(__name__)
 
-ACTIVE_STATUSES = frozenset({"queued", "running"})
 MAX_SCHEDULE_NAME = 80  # the study name adds " YYYY-MM-DD HH:MM"; a spec name holds 100
 
 
@@ -116,32 +116,26 @@ class Scheduler:
             if study is not None and study.status in ACTIVE_STATUSES:
                 return f"the previous run's study {study.id} is still {study.status}"
         try:
-            self._spec(schedule, study_name(schedule, due_at))
+            validate_spec({**schedule.spec, "name": study_name(schedule, due_at)}, self.settings)
         except ValidationError as error:
             return f"the template spec is no longer valid under the server's limits: {error}"
         return None
-
-    def _spec(self, schedule: ScheduleRecord, name: str) -> dict[str, Any]:
-        """The template named `name`, validated under the server's limits as they are now."""
-        from workers.spec import StudySpec  # late: the spec pulls in the workers' registries
-
-        spec = StudySpec.model_validate(
-            {**schedule.spec, "name": name}, context={"limits": self.settings.limits()}
-        )
-        dumped: dict[str, Any] = spec.model_dump(mode="json")
-        return dumped
 
     def _create_study(self, run: ScheduleRunRecord) -> StudyRecord | None:
         schedule = self.store.get_schedule(run.schedule_id)
         if schedule is None:
             return None
         name = study_name(schedule, run.due_at)
+        spec = {**schedule.spec, "name": name}
+        key = idempotency_key(run)
         try:
-            spec = self._spec(schedule, name)
+            # Schedules are not held to the per-owner limit of queued and running studies.
+            study, _ = submit(
+                self.store, self.settings, schedule.owner_id, spec, key, per_owner_limit=False
+            )
         except ValidationError:
             # The limits changed since this run was claimed: the template as it was accepted.
-            spec = {**schedule.spec, "name": name}
-        study, _ = self.store.create_study(schedule.owner_id, spec, name, idempotency_key(run))
+            study, _ = self.store.create_study(schedule.owner_id, spec, name, key)
         self.store.attach_run_study(run.id, study.id)
         return study
 

@@ -24,7 +24,7 @@ from service.reports.schedule_page import render_schedule_html
 from service.scheduling import MAX_SCHEDULE_NAME, history
 from service.settings import Settings
 from service.store import DuplicateScheduleName, ScheduleRecord
-from workers.spec import StudySpec
+from service.studies import validate_spec
 
 PREFIX = "/schedules"
 HISTORY_LIMIT = 100  # runs shown by default
@@ -175,7 +175,7 @@ OwnedSchedule = Annotated[ScheduleRecord, Depends(owned_schedule)]
 def _valid_spec(spec: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """The template validated as a StudySpec under the server's limits; 422 under body.spec."""
     try:
-        valid = StudySpec.model_validate(spec, context={"limits": settings.limits()})
+        valid = validate_spec(spec, settings)
     except ValidationError as error:
         errors = [_body_error({**e, "loc": ("spec", *e["loc"])}) for e in error.errors()]
         raise RequestValidationError(errors) from None

@@ -37,11 +37,11 @@ from api.schemas import (
 )
 from service.reports import build_report, render_csv, render_html
 from service.store import InvalidTransition, Store, StudyRecord
+from service.studies import TooManyStudies, submit
 from workers.spec import StudySpec
 
 API_PREFIX = "/api/v1"  # of every resource's router; the study links below carry it
 PREFIX = "/studies"
-ACTIVE_STATUSES = ("queued", "running")
 
 router = APIRouter(prefix=PREFIX, tags=["studies"], responses={**UNAUTHORIZED, **UNAVAILABLE})
 
@@ -132,30 +132,16 @@ def submit_study(
     ] = None,
 ) -> StudyView:
     """Validate the spec against the server's limits and queue it; the dispatcher starts it."""
-    # Validated here, not by FastAPI (SkipValidation), so that the settings' limits apply.
+    # Validated by `submit`, not by FastAPI (SkipValidation), so that the settings' limits apply.
     try:
-        spec = StudySpec.model_validate(body, context={"limits": settings.limits()})
+        known, created = submit(store, settings, owner.id, body, idempotency_key)
     except ValidationError as error:
         errors = [_body_error(e) for e in error.errors(include_url=False)]
         raise RequestValidationError(errors) from None
-    # A retry of an accepted POST returns its study even when the owner is at the limit now.
-    known = store.study_by_key(owner.id, idempotency_key) if idempotency_key else None
-    if known is None:
-        active = sum(
-            store.list_studies(owner_id=owner.id, status=s, limit=0)[1] for s in ACTIVE_STATUSES
-        )
-        if active >= settings.max_running_studies_per_owner:
-            raise HTTPException(
-                status.HTTP_429_TOO_MANY_REQUESTS,
-                detail=f"you have {active} queued or running studies, the most allowed "
-                f"(MAX_RUNNING_STUDIES_PER_OWNER={settings.max_running_studies_per_owner}); "
-                "wait for one to end or cancel one",
-            )
-        known, created = store.create_study(
-            owner.id, spec.model_dump(mode="json"), spec.name, idempotency_key=idempotency_key
-        )
-        if created and dispatcher is not None:
-            dispatcher.wake()
+    except TooManyStudies as error:
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, detail=str(error)) from None
+    if created and dispatcher is not None:
+        dispatcher.wake()
     response.headers["Location"] = study_path(known.id)
     return study_view(known, store, dashboard_url)
 
