@@ -1,11 +1,13 @@
 """clr: cyclical learning rates (Smith, WACV 2017), the LR range test and bound suggestion.
 
 A pure library on top of torch: LR policies are functions `iteration -> lr`, registered by
-name in `POLICIES`; `build_scheduler` drives a torch optimizer with any of them;
-`range_test` sweeps the LR and `suggest_bounds` reads a (base_lr, max_lr) pair off it.
+name in `POLICIES`; `build_scheduler` drives a torch optimizer with any of them, and cycles
+momentum by `momentum_schedule`'s rule; `range_test` sweeps the LR and `suggest_bounds`
+reads a (base_lr, max_lr) pair off it.
 """
 
 from clr.bounds import Bounds, UnusableRangeTest, suggest_bounds
+from clr.momentum import momentum_schedule
 from clr.params import Param
 from clr.policies import (
     POLICIES,
@@ -47,6 +49,7 @@ __all__ = [
     "get_policy",
     "lr_ramp",
     "make_schedule",
+    "momentum_schedule",
     "one_cycle_lr",
     "range_test",
     "step_lr",

@@ -2,7 +2,9 @@
 
 Schedulers here are stepped once per iteration: right after `build_scheduler` every param
 group's lr is ``policy(0)``; after k ``.step()`` calls it is ``policy(k)``. Every param group
-follows the same policy. PyTorch's own schedulers are used where they implement the policy.
+follows the same policy. PyTorch's own schedulers are used where they implement the policy
+and the momentum stays as it is; a cycled momentum always follows `clr.momentum`'s rule,
+through `PolicyLR`, the one the training engine in `workers` follows too.
 """
 
 from __future__ import annotations
@@ -21,17 +23,25 @@ from torch.optim.lr_scheduler import (
     StepLR,
 )
 
+from clr.momentum import (
+    BASE_MOMENTUM,
+    MAX_MOMENTUM,
+    check_momentum_bounds,
+    cycled_momentum,
+    lr_range,
+)
 from clr.policies import check_policy_params, get_policy, make_schedule
 
 
 class PolicyLR(LRScheduler):
     """Sets the lr to a registry policy's closed form at each iteration.
 
-    Used where torch has no scheduler for the policy (fixed, decay) or none that cycles
-    momentum (step, exp, cosine). The state holds the policy's name and parameters, not a
+    Used where torch has no scheduler for the policy (fixed, decay) and for every policy
+    whose momentum is cycled. The state holds the policy's name and parameters, not a
     function, so `state_dict()` stays plain data that a checkpoint can store.
     With `momentum` = (base_momentum, max_momentum), momentum moves inversely to the lr:
-    max_momentum at the policy's lowest lr, base_momentum at its highest (`lr_range`).
+    max_momentum at the policy's lowest lr, base_momentum at its highest
+    (`clr.momentum.cycled_momentum`).
     """
 
     def __init__(
@@ -49,7 +59,7 @@ class PolicyLR(LRScheduler):
         if momentum is not None:
             _check_momentum(optimizer, *momentum)
         self.momentum = momentum
-        self.lr_range = _lr_range(name, self.params)
+        self.lr_range = lr_range(name, self.params)
         self.use_beta1 = momentum is not None and _uses_beta1(optimizer)
         super().__init__(optimizer, last_epoch)
 
@@ -57,10 +67,7 @@ class PolicyLR(LRScheduler):
         """The policy's lr at `last_epoch` for every group; sets momentum when cycling it."""
         lr = get_policy(self.policy_name).function(self.last_epoch, **self.params)
         if self.momentum is not None:
-            low, high = self.lr_range
-            base_momentum, max_momentum = self.momentum
-            share = (lr - low) / (high - low) if high > low else 0.0
-            momentum = max_momentum - (max_momentum - base_momentum) * share
+            momentum = cycled_momentum(lr, self.lr_range, self.momentum)
             for group in self.optimizer.param_groups:
                 _set_momentum(group, momentum, self.use_beta1)
         return [lr for _ in self.optimizer.param_groups]
@@ -81,7 +88,7 @@ class _HeldCosineLR(CosineAnnealingLR):
 
 
 class _HeldOneCycleLR(OneCycleLR):
-    """OneCycleLR that holds its last lr (and momentum) from total_steps - 1 on.
+    """OneCycleLR that holds its last lr from total_steps - 1 on.
 
     torch extrapolates the last phase at total_steps and raises beyond it; the policy holds
     its final value, and the usual loop's last `scheduler.step()` lands on total_steps.
@@ -94,32 +101,20 @@ class _HeldOneCycleLR(OneCycleLR):
         return super().get_lr()
 
 
-def _lr_range(name: str, params: Mapping[str, Any]) -> tuple[float, float]:
-    """The lowest and highest lr that policy `name` can take (the ends momentum maps to).
-
-    Policies with a single lr (fixed, step, exp) decay from it towards 0.
-    """
-    if "base_lr" in params:
-        return float(params["base_lr"]), float(params["max_lr"])
-    if name == "one_cycle":
-        initial_lr = params["max_lr"] / params["div_factor"]
-        return initial_lr / params["final_div_factor"], float(params["max_lr"])
-    return 0.0, float(params["lr"])
-
-
 def build_scheduler(
     optimizer: Optimizer,
     name: str,
     params: Mapping[str, Any],
     *,
     cycle_momentum: bool = False,
-    base_momentum: float = 0.85,
-    max_momentum: float = 0.95,
+    base_momentum: float = BASE_MOMENTUM,
+    max_momentum: float = MAX_MOMENTUM,
 ) -> LRScheduler:
     """A scheduler that sets `optimizer`'s lr to policy `name` with `params`, once per iteration.
 
     With `cycle_momentum`, momentum (SGD's ``momentum``, Adam's ``betas[0]``) moves inversely
-    to the lr between max_momentum (lowest lr) and base_momentum (highest lr).
+    to the lr between max_momentum (lowest lr) and base_momentum (highest lr), linear in the
+    lr (`clr.momentum`); torch's CyclicLR and OneCycleLR then leave the momentum alone.
     Checkpoints: build the scheduler anew, then load the optimizer's and the scheduler's
     state dicts; the sequence continues where it stopped.
     """
@@ -127,11 +122,7 @@ def build_scheduler(
     make_schedule(name, checked)  # range checks before touching the optimizer
     if cycle_momentum:
         _check_momentum(optimizer, base_momentum, max_momentum)
-    momentum_kwargs: dict[str, Any] = {
-        "cycle_momentum": cycle_momentum,
-        "base_momentum": base_momentum,
-        "max_momentum": max_momentum,
-    }
+        return PolicyLR(optimizer, name, checked, momentum=(base_momentum, max_momentum))
     if name in ("triangular", "triangular2", "exp_range"):
         return CyclicLR(
             optimizer,
@@ -141,7 +132,7 @@ def build_scheduler(
             step_size_down=checked["step_size_down"],
             mode=name,  # type: ignore[arg-type]  # the registry names are CyclicLR's modes
             gamma=checked.get("gamma", 1.0),
-            **momentum_kwargs,
+            cycle_momentum=False,
         )
     if name == "one_cycle":
         return _HeldOneCycleLR(
@@ -153,11 +144,8 @@ def build_scheduler(
             div_factor=checked["div_factor"],
             final_div_factor=checked["final_div_factor"],
             three_phase=checked["three_phase"],
-            **momentum_kwargs,
+            cycle_momentum=False,
         )
-    if cycle_momentum:
-        # torch's StepLR, ExponentialLR and CosineAnnealingLR cannot cycle momentum.
-        return PolicyLR(optimizer, name, checked, momentum=(base_momentum, max_momentum))
     if name == "step":
         _start_at(optimizer, checked["lr"])
         return StepLR(optimizer, step_size=checked["step_size"], gamma=checked["gamma"])
@@ -197,10 +185,4 @@ def _check_momentum(optimizer: Optimizer, base_momentum: float, max_momentum: fl
             f"cycle_momentum needs an optimizer with momentum (SGD, RMSprop) or betas "
             f"(Adam family), got {type(optimizer).__name__}"
         )
-    if not 0 <= base_momentum < 1:
-        raise ValueError(f"base_momentum must be a number in [0, 1), got {base_momentum!r}")
-    if not base_momentum <= max_momentum < 1:
-        raise ValueError(
-            f"max_momentum must be >= base_momentum ({base_momentum!r}) and < 1, "
-            f"got {max_momentum!r}"
-        )
+    check_momentum_bounds(base_momentum, max_momentum)

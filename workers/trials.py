@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from clr.momentum import momentum_schedule
 from clr.policies import make_schedule
 from clr.range_test import LossMonitor, RangeTestResult, lr_ramp
 from workers.datasets import Dataset
@@ -21,11 +22,6 @@ from workers.engine import Engine, Evaluation
 from workers.events import EvalPoint, RangeTestPoint
 from workers.models import build_model
 from workers.optimizers import build_optimizer
-
-# Momentum cycling (Smith's later recommendation): momentum moves inversely to the LR,
-# from MAX_MOMENTUM at the lowest LR to BASE_MOMENTUM at the highest.
-BASE_MOMENTUM = 0.85
-MAX_MOMENTUM = 0.95
 
 
 @dataclass(frozen=True)
@@ -103,21 +99,6 @@ def build_engine(setup: TrialSetup, data: Dataset, first_lr: float) -> Engine:
     )
 
 
-def momentum_schedule(
-    lr_at: Callable[[int], float], low_lr: float, high_lr: float
-) -> Callable[[int], float]:
-    """Momentum moving inversely to the LR between MAX_MOMENTUM and BASE_MOMENTUM."""
-    span = high_lr - low_lr
-
-    def momentum_at(iteration: int) -> float:
-        if span <= 0:
-            return MAX_MOMENTUM
-        share = (lr_at(iteration) - low_lr) / span
-        return MAX_MOMENTUM - (MAX_MOMENTUM - BASE_MOMENTUM) * min(1.0, max(0.0, share))
-
-    return momentum_at
-
-
 def arm_lr_schedule(plan: ArmPlan) -> Callable[[int], float]:
     return make_schedule(plan.policy["name"], plan.policy["params"])
 
@@ -135,10 +116,8 @@ def run_arm(engine: Engine, plan: ArmPlan) -> Iterator[ArmProgress]:
     lrs = [lr_at(it) for it in range(plan.iterations)]
     momenta: list[float | None] = [None] * plan.iterations
     if plan.cycle_momentum:
-        params = plan.policy["params"]
-        low = params.get("base_lr", params.get("lr"))
-        high = params.get("max_lr", low)
-        momentum_at = momentum_schedule(lr_at, float(low), float(high))
+        # Smith's later advice: momentum moves inversely to the LR, by clr's one rule.
+        momentum_at = momentum_schedule(plan.policy["name"], plan.policy["params"])
         momenta = [momentum_at(it) for it in range(plan.iterations)]
     if engine.iteration == 0:
         evaluation = engine.evaluate()

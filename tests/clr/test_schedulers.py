@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
+from clr.momentum import momentum_schedule
 from clr.policies import POLICIES, make_schedule
 from clr.schedulers import PolicyLR, build_scheduler
 
@@ -120,11 +121,30 @@ def test_momentum_moves_inversely_to_the_lr(name: str, params: dict[str, Any], a
         if math.isclose(lr0, lr1, rel_tol=1e-9):
             assert math.isclose(m0, m1, rel_tol=1e-9), k
         else:
-            # Weakly: torch's three-phase 1cycle holds max_momentum while the lr falls.
             assert (lr1 - lr0) * (m1 - m0) <= 0, (k, lr0, lr1, m0, m1)
     # The highest lr gets the lowest momentum.
     peak = max(range(len(trace)), key=lambda k: trace[k][0])
     assert trace[peak][1] == min(m for _, m in trace)
+
+
+def test_triangular_momentum_by_hand() -> None:
+    # lr 0.01 at 0, 0.055 at step/2, 0.1 at step: momentum 0.95, 0.90, 0.85.
+    optimizer = sgd()
+    params = {"base_lr": 0.01, "max_lr": 0.1, "step_size": 40}
+    scheduler = build_scheduler(optimizer, "triangular", params, cycle_momentum=True)
+    momenta = [momentum for _, momentum in run(optimizer, scheduler, 40)]
+    assert [momenta[0], momenta[20], momenta[40]] == pytest.approx([0.95, 0.90, 0.85], rel=REL)
+
+
+@pytest.mark.parametrize(("name", "params"), EXAMPLES, ids=IDS)
+def test_the_scheduler_cycles_momentum_by_the_one_rule(name: str, params: dict[str, Any]) -> None:
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = build_scheduler(
+        optimizer, name, params, cycle_momentum=True, base_momentum=0.8, max_momentum=0.9
+    )
+    rule = momentum_schedule(name, params, 0.8, 0.9)
+    for k, (_, momentum) in enumerate(run(optimizer, scheduler, STEPS)):
+        assert momentum == pytest.approx(rule(k), rel=REL), k
 
 
 def test_momentum_maps_linearly_between_the_bounds() -> None:

@@ -14,7 +14,6 @@ from workers.trials import (
     RangeTestPlan,
     TrialSetup,
     build_engine,
-    momentum_schedule,
     run_arm,
     run_range_test,
 )
@@ -103,16 +102,33 @@ def test_absurd_lr_diverges(digits):
     assert progress[-1].iteration < 60 or engine.iteration <= 60
 
 
-def test_momentum_cycles_inversely(digits):
-    plan = ArmPlan(**{**PLAN.__dict__, "cycle_momentum": True})
-    engine = build_engine(SETUP, digits, 0.01)
-    run = run_arm(engine, plan)
-    next(run)
-    next(run)  # 20 iterations: the LR is rising, the momentum falling
-    group = engine.optimizer.param_groups[0]
-    schedule = momentum_schedule(lambda it: 0.01 + 0.09 * it / 40, 0.01, 0.1)
-    assert group["momentum"] == pytest.approx(schedule(19))
-    assert 0.85 < group["momentum"] < 0.95
+def momenta(data, plan):
+    """The momentum each training iteration ran with, read after every step."""
+    engine = build_engine(SETUP, data, 0.01)
+    seen = {}
+    for progress in run_arm(engine, ArmPlan(**{**plan.__dict__, "eval_every": 1})):
+        if progress.iteration > 0:
+            seen[progress.iteration - 1] = engine.optimizer.param_groups[0]["momentum"]
+    return seen
+
+
+def test_momentum_cycles_inversely_to_the_lr(digits):
+    plan = ArmPlan(**{**PLAN.__dict__, "iterations": 41, "cycle_momentum": True})
+    seen = momenta(digits, plan)
+    # triangular 0.01..0.1, step 40: lr 0.01 at 0, 0.055 at 20, 0.1 at 40, so momentum
+    # 0.95 (max, at the lowest lr), 0.90, 0.85 (base, at the highest lr).
+    assert [seen[0], seen[20], seen[40]] == pytest.approx([0.95, 0.90, 0.85])
+
+
+def test_one_cycle_cycles_momentum_over_its_whole_lr_range(digits):
+    # It crashed once (TypeError: one_cycle has neither base_lr nor lr).
+    params = {"max_lr": 0.1, "total_iterations": 30, "pct_start": 0.5}  # peak at 14
+    plan = ArmPlan(policy={"name": "one_cycle", "params": params}, iterations=30, eval_every=1)
+    seen = momenta(digits, ArmPlan(**{**plan.__dict__, "cycle_momentum": True}))
+    # lr: 0.1 / 25 = 0.004 at 0, 0.1 at 14, down to 0.004 / 1e4 = 4e-7 at 29.
+    assert seen[0] == pytest.approx(0.95 - 0.1 * (0.004 - 4e-7) / (0.1 - 4e-7))
+    assert seen[14] == pytest.approx(0.85)
+    assert seen[29] == pytest.approx(0.95)
 
 
 def test_range_test_in_the_engine_gives_usable_bounds(digits):
