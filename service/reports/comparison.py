@@ -7,6 +7,9 @@ trials are counted, never averaged. The report never carries NaN: missing figure
 Each arm's cost is counted in training iterations: the range test (charged in full to every arm
 that takes bounds from it: each would need it alone), its tuning trials (an Optuna search,
 stopped-early and interrupted trials included: they were spent) and its final trials.
+
+The report's sentences (verdicts, Welch's results in words, notes) are written by
+`service.reports.verdicts` from the numbers computed here.
 """
 
 from __future__ import annotations
@@ -18,6 +21,13 @@ from typing import Any
 import numpy as np
 
 from service.reports.statistics import accuracy_at, iterations_to_target, mean_ci, welch_t_test
+from service.reports.verdicts import (
+    CROSSING_RULE,
+    cost_note,
+    target_description,
+    verdicts,
+    welch_sentence,
+)
 
 REPORT_FORMAT = 1
 TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
@@ -25,15 +35,7 @@ FINISHED_STATES = ("completed", "diverged")
 TRIAL_STATES = ("pending", "running", "completed", "diverged", "failed", "cancelled")
 TUNING_STATES = ("completed", "stopped", "diverged", "failed", "cancelled", "interrupted")
 CLR_POLICIES = ("triangular", "triangular2", "exp_range")
-CLR_VS_TUNED = "CLR with one range test vs tuned fixed LR"
 BUDGET_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
-SIGNIFICANCE = 0.05
-CROSSING_RULE = (
-    "Iterations to target: the first evaluation at which held-out accuracy is at or above the "
-    "target and still is at the next evaluation (a crossing at the last evaluation counts), "
-    "interpolated linearly between that evaluation and the one before it; averaged over the "
-    "seeds that reached the target. Speedup = the baseline's iterations to target / the arm's."
-)
 
 
 def trial_curve(trial: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -79,18 +81,6 @@ def baseline_arm(results: Mapping[str, Any]) -> str | None:
     if baseline is not None and baseline not in arms:
         raise ValueError(f"spec.baseline {baseline!r} is not an arm; arms: {', '.join(arms)}")
     return baseline if baseline is not None else (arms[0] if arms else None)
-
-
-def format_percent(value: float) -> str:
-    return f"{100 * value:.1f}%"
-
-
-def format_iterations(value: float) -> str:
-    return f"{round(value):,}"
-
-
-def format_p(p: float) -> str:
-    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
 
 def _finite(value: Any) -> float | None:
@@ -164,19 +154,10 @@ def _accuracy_at(state: str, its: np.ndarray, acc: np.ndarray, iteration: float)
 
 
 def _welch(arm: str, finals: Sequence[float], base: str, base_finals: Sequence[float]) -> dict:
+    """Welch's test of the arm's final accuracies against the base's, with its sentence."""
     p = welch_t_test(finals, base_finals)
-    if len(finals) < 2 or len(base_finals) < 2:
-        sentence = (
-            f"not tested: needs 2 or more finished seeds in both {arm} and {base} "
-            f"(has {len(finals)} and {len(base_finals)})"
-        )
-    elif p is None:
-        sentence = "identical results: every seed of both arms ended at the same accuracy"
-    elif p < SIGNIFICANCE:
-        direction = "higher" if np.mean(finals) > np.mean(base_finals) else "lower"
-        sentence = f"significantly {direction} at 5% ({format_p(p)})"
-    else:
-        sentence = f"no significant difference at 5% ({format_p(p)})"
+    difference = float(np.mean(finals) - np.mean(base_finals)) if finals and base_finals else None
+    sentence = welch_sentence(arm, base, len(finals), len(base_finals), p, difference)
     return {"against": base, "p_value": p, "sentence": sentence}
 
 
@@ -339,118 +320,24 @@ def _target(results: Mapping[str, Any], baseline_trials: Sequence[Mapping[str, A
     baseline = baseline_arm(results)
     if given is None or given == "auto":
         accuracy = _mean(_final_accuracies(baseline_trials))
-        described = (
-            f"the baseline ({baseline})'s final mean accuracy"
-            if accuracy is not None
-            else f"the baseline ({baseline})'s final mean accuracy, not known yet"
-        )
-        return {"accuracy": accuracy, "source": "baseline", "description": described}
-    accuracy = _finite(given)
-    if accuracy is None or not 0 < accuracy <= 1:
-        raise ValueError(
-            f"spec.target_accuracy must be 'auto' or a fraction in (0, 1], got {given!r}"
-        )
-    return {"accuracy": accuracy, "source": "spec", "description": "the spec's target_accuracy"}
-
-
-def _verdicts(
-    report: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], baseline: str | None
-) -> list[str]:
-    trials = report["trials"]
-    lines = []
-    if report["partial"]:
-        lines.append(
-            f"Partial report: the study is {report['study']['status']}; "
-            f"{trials['finished']} of {trials['total']} trials have finished."
-        )
-    if trials["finished"] == 0:
-        lines.append("No trial has finished: there is nothing to compare yet.")
-        return lines
-    target = report["target"]["accuracy"]
-    if target is None:
-        lines.append(f"No target accuracy yet: the baseline ({baseline}) has no finished seed.")
-    base = next(r for r in rows if r["arm"] == baseline)
-    base_its = base["iterations_to_target"]["mean"]
-    what = (
-        "the baseline's final accuracy"
-        if report["target"]["source"] == "baseline"
-        else "the target"
-    )
-    for row in rows:
-        reach = row["iterations_to_target"]
-        if target is None or row["finished"] == 0:
-            continue
-        seeds = f"{reach['reached']} of {reach['of']} seeds"
-        if reach["mean"] is None:
-            final = row["final_accuracy"]["mean"]
-            ended = f"; final accuracy {format_percent(final)}" if final is not None else ""
-            lines.append(
-                f"{row['arm']} never reached {what} ({format_percent(target)}): {seeds}{ended}."
+        source = "baseline"
+    else:
+        accuracy = _finite(given)
+        if accuracy is None or not 0 < accuracy <= 1:
+            raise ValueError(
+                f"spec.target_accuracy must be 'auto' or a fraction in (0, 1], got {given!r}"
             )
-            continue
-        if row["arm"] == baseline:
-            continue
-        seeds = f" ({seeds})" if reach["reached"] < reach["of"] else ""
-        head = (
-            f"{row['arm']} reached {what} ({format_percent(target)}) "
-            f"at {format_iterations(reach['mean'])} iterations{seeds}"
-        )
-        if base_its is None:
-            lines.append(f"{head}; the baseline {baseline} never did.")
-            continue
-        speedup = row["speedup"]
-        if round(speedup, 1) == 1.0:
-            compared = "about as many as"
-        elif speedup > 1:
-            compared = f"{speedup:.1f}x fewer than"
-        else:
-            compared = f"{1 / speedup:.1f}x more than"
-        base_reach = base["iterations_to_target"]
-        base_seeds = (
-            f"; {base_reach['reached']} of {base_reach['of']} seeds"
-            if base_reach["reached"] < base_reach["of"]
-            else ""
-        )
-        lines.append(f"{head}, {compared} {baseline} ({format_iterations(base_its)}{base_seeds}).")
-    lines += _clr_vs_tuned(report, rows)
-    for row in rows:
-        welch = row["welch"]
-        if welch is not None and welch["p_value"] is not None:
-            lines.append(
-                f"Final accuracy of {row['arm']}, {format_percent(row['final_accuracy']['mean'])}"
-                f" vs {format_percent(base['final_accuracy']['mean'])} for {baseline}: "
-                f"{welch['sentence']}."
-            )
-    for row in rows:
-        problems = [
-            f"{row[state]} of {sum(row['trials'].values())} trials {state}"
-            for state in ("diverged", "failed")
-            if row[state]
-        ]
-        if problems:
-            lines.append(f"{row['arm']}: {' and '.join(problems)}.")
-    return lines
+        source = "spec"
+    return {
+        "accuracy": accuracy,
+        "source": source,
+        "description": target_description(source, baseline, accuracy),
+    }
 
 
 def _study_cost(rows: Sequence[Mapping[str, Any]], range_test: int) -> dict[str, Any]:
     """What the study spent, the range test once, and how arms are charged for it."""
     sharing = [row["arm"] for row in rows if row["cost"]["range_test"]]
-    shown = format_iterations(range_test)
-    if len(sharing) > 1:
-        note = (
-            f"The range test ran once ({shown} iterations) and is shared by {len(sharing)} "
-            f"arms ({', '.join(sharing)}); each is charged it in full, as each would need it "
-            "alone."
-        )
-    elif sharing:
-        note = (
-            f"The range test ({shown} iterations) is charged to {sharing[0]}, the only arm "
-            "that takes its bounds from it."
-        )
-    elif range_test:
-        note = f"The range test ran ({shown} iterations) but no arm takes its bounds from it."
-    else:
-        note = "No range test was run: no arm is charged for one."
     tuned = sum(row["cost"]["tuning"] for row in rows)
     trained = sum(row["cost"]["trials"] for row in rows)
     return {
@@ -459,9 +346,7 @@ def _study_cost(rows: Sequence[Mapping[str, Any]], range_test: int) -> dict[str,
         "tuning": tuned,
         "trials": trained,
         "total": range_test + tuned + trained,
-        "note": note
-        + " Tuning counts every tuning trial's iterations, stopped early and interrupted ones "
-        "included; trials count every seed's final trial.",
+        "note": cost_note(range_test, sharing),
     }
 
 
@@ -473,43 +358,9 @@ def _finals(row: Mapping[str, Any]) -> list[float]:
     return [s["final_accuracy"] for s in row["seeds"] if s["final_accuracy"] is not None]
 
 
-def _reach(row: Mapping[str, Any]) -> str:
-    reach = row["iterations_to_target"]
-    if reach["of"] == 0:
-        return "no finished seed"
-    seeds = f" ({reach['reached']} of {reach['of']} seeds)"
-    if reach["mean"] is None:
-        return f"never{seeds}"
-    return format_iterations(reach["mean"]) + (seeds if reach["reached"] < reach["of"] else "")
-
-
-def _cost_text(row: Mapping[str, Any], shared_by: int) -> str:
-    """'range test 300 + tuning 5,120 (12 trials, 7 stopped early) + trials 2,016 = 7,436'."""
-    cost, tuning = row["cost"], row["tuning"]
-    parts = []
-    if cost["range_test"]:
-        shared = f" (shared by {shared_by} arms)" if shared_by > 1 else ""
-        parts.append(f"range test {format_iterations(cost['range_test'])}{shared}")
-    if tuning is not None:
-        planned = tuning["trials_planned"]
-        ended = (
-            f"{tuning['ended']} of {planned} trials"
-            if isinstance(planned, int) and tuning["ended"] < planned
-            else f"{tuning['ended']} trials"
-        )
-        details = [ended]
-        if cost["stopped_early"]:
-            details.append(f"{cost['stopped_early']} stopped early")
-        if tuning["states"]["interrupted"]:
-            details.append(f"{tuning['states']['interrupted']} interrupted and rerun")
-        parts.append(f"tuning {format_iterations(cost['tuning'])} ({', '.join(details)})")
-    parts.append(f"trials {format_iterations(cost['trials'])}")
-    return f"{' + '.join(parts)} = {format_iterations(cost['total'])} iterations"
-
-
-def _compute_ratio(clr: Mapping[str, Any], fixed: Mapping[str, Any]) -> str | None:
-    """'sgd-triangular2 used 3.1x less compute', on totals, or per trained model when the two
-    arms trained different numbers of seeds; None when a total is 0."""
+def _compute_ratio(clr: Mapping[str, Any], fixed: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The fixed arm's iterations over the CLR arm's: on totals, or per trained model when the
+    two arms trained different numbers of seeds; None when a total is 0."""
     a, b = clr["cost"], fixed["cost"]
     per_seed = a["seeds_ran"] != b["seeds_ran"]
     mine, theirs = (
@@ -517,23 +368,19 @@ def _compute_ratio(clr: Mapping[str, Any], fixed: Mapping[str, Any]) -> str | No
     )
     if not mine or not theirs:
         return None
-    ratio = theirs / mine
-    if round(ratio, 1) == 1.0:
-        compared = f"{clr['arm']} and {fixed['arm']} used about the same compute"
-    elif ratio > 1:
-        compared = f"{clr['arm']} used {ratio:.1f}x less compute"
-    else:
-        compared = f"{clr['arm']} used {1 / ratio:.1f}x more compute"
-    if per_seed:
-        compared += (
-            f" per trained model (they trained {a['seeds_ran']} and {b['seeds_ran']} seeds: "
-            f"{format_iterations(mine)} against {format_iterations(theirs)} iterations each)"
-        )
-    return compared
+    return {
+        "ratio": theirs / mine,
+        "per_seed": per_seed,
+        "clr": mine,
+        "fixed": theirs,
+        "seeds": (a["seeds_ran"], b["seeds_ran"]),
+    }
 
 
-def _clr_vs_tuned(report: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    """One line per tuned fixed-LR arm against the best untuned CLR arm with range-test bounds."""
+def _clr_vs_tuned(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """What "CLR with one range test vs tuned fixed LR" compares: the untuned CLR arm with
+    range-test bounds of the best final accuracy (else the first), against each tuned fixed-LR
+    arm, with Welch's test and the compute ratio; None without both kinds of arm."""
     fixed_rows = [r for r in rows if r["policy"] == "fixed" and _is_tuned(r)]
     clr_rows = [
         r
@@ -543,65 +390,24 @@ def _clr_vs_tuned(report: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) 
         and any(p["source"] == "range test" for p in r["params"])
     ]
     if not fixed_rows or not clr_rows:
-        return []
+        return None
     ranked = [r for r in clr_rows if r["final_accuracy"]["mean"] is not None]
     clr = max(ranked, key=lambda r: r["final_accuracy"]["mean"]) if ranked else clr_rows[0]
-    if len(clr_rows) == 1:
-        choice = "the only CLR arm with range-test bounds"
-    elif len(ranked) == len(clr_rows):
-        choice = f"best of {len(clr_rows)} CLR arms by final accuracy"
-    elif ranked:
-        missing = len(clr_rows) - len(ranked)
-        choice = (
-            f"best of {len(ranked)} CLR arms by final accuracy; "
-            f"{missing} more {'has' if missing == 1 else 'have'} no finished seed"
-        )
-    else:
-        choice = f"first of {len(clr_rows)} CLR arms, none with a finished seed"
-    partial = report["partial"]
-    so_far = " so far" if partial else ""
-    shared_by = len(report["cost"]["range_test_shared_by"])
-    target = report["target"]["accuracy"]
-    lines = []
+    pairs = []
     for fixed in fixed_rows:
-        a, b = clr["final_accuracy"]["mean"], fixed["final_accuracy"]["mean"]
-        head = f"{CLR_VS_TUNED}: {clr['arm']} ({choice})"
-        compared = a is not None and b is not None
-        if compared:
-            welch = _welch(clr["arm"], _finals(clr), fixed["arm"], _finals(fixed))
-            text = (
-                f"{head} ended at {format_percent(a)} against {format_percent(b)} for "
-                f"{fixed['arm']}: {welch['sentence']}."
-            )
-            if target is not None:
-                text += (
-                    f" Iterations to the target ({format_percent(target)}): {_reach(clr)} "
-                    f"against {_reach(fixed)}."
-                )
-        else:
-            lacking = [r["arm"] for r in (clr, fixed) if r["final_accuracy"]["mean"] is None]
-            has = "has" if len(lacking) == 1 else "have"
-            text = (
-                f"{head} against {fixed['arm']}: not compared{' yet' if partial else ''}, "
-                f"{' and '.join(lacking)} {has} no finished seed."
-            )
-        text += (
-            f" Compute{so_far}: {_cost_text(clr, shared_by)} against {_cost_text(fixed, shared_by)}"
+        compared = None not in (clr["final_accuracy"]["mean"], fixed["final_accuracy"]["mean"])
+        pairs.append(
+            {
+                "fixed": fixed,
+                "welch": (
+                    _welch(clr["arm"], _finals(clr), fixed["arm"], _finals(fixed))
+                    if compared
+                    else None
+                ),
+                "compute": _compute_ratio(clr, fixed),
+            }
         )
-        ratio = _compute_ratio(clr, fixed) if compared and not partial else None
-        if ratio is not None:
-            text += f"; {ratio}."
-        elif compared and partial:
-            text += "; no compute ratio until the study has ended."
-        else:
-            text += "."
-        if clr["optimizer"] != fixed["optimizer"]:
-            text += (
-                f" The two arms use different optimizers ({clr['optimizer']} and "
-                f"{fixed['optimizer']})."
-            )
-        lines.append(text)
-    return lines
+    return {"clr": clr, "candidates": len(clr_rows), "ranked": len(ranked), "pairs": pairs}
 
 
 def _range_test(results: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -684,5 +490,5 @@ def build_report(results: Mapping[str, Any]) -> dict[str, Any]:
         "bounds": dict(results["bounds"]) if results.get("bounds") else None,
         "iterations_per_epoch": results.get("iterations_per_epoch"),
     }
-    report["verdicts"] = _verdicts(report, rows, baseline)
+    report["verdicts"] = verdicts(report, _clr_vs_tuned(rows))
     return report

@@ -14,13 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from html import escape
 from typing import Any
 
-from service.reports.comparison import (
-    build_report,
-    format_iterations,
-    format_p,
-    format_percent,
-    with_arms,
-)
+from service.reports.comparison import build_report, with_arms
 from service.reports.figures import (
     accuracy_figure,
     arm_colors,
@@ -28,6 +22,7 @@ from service.reports.figures import (
     schedule_figure,
 )
 from service.reports.page import page
+from service.reports.verdicts import format_iterations, format_p, format_percent
 
 _MISSING = "&ndash;"
 _MARKS = {"range test": "&dagger;", "tuned": "&Dagger;"}
