@@ -25,7 +25,7 @@ from clr.policies import (
     triangular,
     triangular2,
 )
-from clr.range_test import LossMonitor, RangeTestResult, lr_ramp, range_test
+from clr.range_test import LossMonitor, RangeTestRecorder, RangeTestResult, lr_ramp, range_test
 from clr.schedulers import build_scheduler
 from clr.step_size import StepSizeChoice, choose_step_size, step_size_for
 
@@ -35,6 +35,7 @@ __all__ = [
     "LossMonitor",
     "Param",
     "Policy",
+    "RangeTestRecorder",
     "RangeTestResult",
     "StepSizeChoice",
     "UnusableRangeTest",

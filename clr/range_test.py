@@ -157,6 +157,91 @@ class RangeTestResult:
         )
 
 
+class RangeTestRecorder:
+    """A range test as it runs: its LR ramp, the curves it records, when it evaluates and
+    when it stops. `range_test` drives it, and so does a training engine that runs the test
+    in its own loop (`workers`), so both record the same points.
+
+    Per iteration: `lr_at(iteration)`, one training step at that LR, `record_loss`; stop
+    when `stop_reason` is set; else evaluate when `evaluation_due(iteration)` (iteration 0,
+    every `eval_every`, the last) and `record_evaluation`. `result()` gives what ran.
+    """
+
+    def __init__(
+        self,
+        *,
+        min_lr: float,
+        max_lr: float,
+        iterations: int,
+        ramp: str = "linear",
+        eval_every: int,
+        smoothing: float = 0.05,
+        stop_factor: float = 4.0,
+    ) -> None:
+        _check_ramp(min_lr, max_lr, iterations, ramp)
+        if isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 1:
+            raise ValueError(f"eval_every must be an integer >= 1, got {eval_every!r}")
+        self.min_lr = float(min_lr)
+        self.max_lr = float(max_lr)
+        self.iterations = iterations
+        self.ramp = ramp
+        self.eval_every = eval_every
+        self.monitor = LossMonitor(smoothing, stop_factor)
+        self.lrs: list[float] = []
+        self.losses: list[float] = []
+        self.smoothed_losses: list[float] = []
+        self.eval_iterations: list[int] = []
+        self.eval_lrs: list[float] = []
+        self.accuracies: list[float] = []
+        self.eval_losses: list[float] = []
+
+    def lr_at(self, iteration: int) -> float:
+        return lr_ramp(iteration, self.min_lr, self.max_lr, self.iterations, self.ramp)
+
+    def record_loss(self, lr: float, loss: float) -> float:
+        """Record the next iteration's LR and raw training loss; return the smoothed loss."""
+        smoothed = self.monitor.update(loss)
+        self.lrs.append(lr)
+        self.losses.append(float(loss))
+        self.smoothed_losses.append(smoothed)
+        return smoothed
+
+    @property
+    def stop_reason(self) -> str | None:
+        """The monitor's: "non_finite" or "diverged" once the test must stop, else None."""
+        return self.monitor.stop_reason
+
+    def evaluation_due(self, iteration: int) -> bool:
+        """Whether held-out data is evaluated after `iteration`: at 0, every `eval_every`
+        and at the last iteration, never once the test has stopped."""
+        return self.stop_reason is None and (
+            iteration % self.eval_every == 0 or iteration == self.iterations - 1
+        )
+
+    def record_evaluation(self, iteration: int, lr: float, accuracy: float, loss: float) -> None:
+        self.eval_iterations.append(iteration)
+        self.eval_lrs.append(lr)
+        self.accuracies.append(accuracy)
+        self.eval_losses.append(loss)
+
+    def result(self) -> RangeTestResult:
+        return RangeTestResult(
+            min_lr=self.min_lr,
+            max_lr=self.max_lr,
+            ramp=self.ramp,
+            iterations=self.iterations,
+            lrs=tuple(self.lrs),
+            losses=tuple(self.losses),
+            smoothed_losses=tuple(self.smoothed_losses),
+            eval_iterations=tuple(self.eval_iterations),
+            eval_lrs=tuple(self.eval_lrs),
+            accuracies=tuple(self.accuracies),
+            eval_losses=tuple(self.eval_losses),
+            stopped_at=len(self.lrs),
+            stop_reason=self.stop_reason or "completed",
+        )
+
+
 def _batches_forever(train_data: Iterable[Batch]) -> Iterator[Batch]:
     # Re-iterating (rather than itertools.cycle) lets a shuffling DataLoader reshuffle each pass.
     while True:
@@ -227,12 +312,18 @@ def range_test(
     The model stays where it is; batches are moved to `device` (default: the model's).
     `callback(iteration, lr, smoothed_loss)` is called after every iteration.
     """
-    _check_ramp(min_lr, max_lr, iterations, ramp)
+    _check_ramp(min_lr, max_lr, iterations, ramp)  # before iterations // 20
     if eval_every is None:
         eval_every = max(1, iterations // 20)
-    elif isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 1:
-        raise ValueError(f"eval_every must be an integer >= 1, got {eval_every!r}")
-    monitor = LossMonitor(smoothing, stop_factor)
+    recorder = RangeTestRecorder(
+        min_lr=min_lr,
+        max_lr=max_lr,
+        iterations=iterations,
+        ramp=ramp,
+        eval_every=eval_every,
+        smoothing=smoothing,
+        stop_factor=stop_factor,
+    )
     loss_fn = loss_fn if loss_fn is not None else nn.functional.cross_entropy
     if device is None:
         first = next(model.parameters(), None)
@@ -244,19 +335,11 @@ def range_test(
     modes = [(module, module.training) for module in model.modules()]
     grads = [(p, None if p.grad is None else p.grad.clone()) for p in model.parameters()]
 
-    lrs: list[float] = []
-    losses: list[float] = []
-    smoothed_losses: list[float] = []
-    eval_iterations: list[int] = []
-    eval_lrs: list[float] = []
-    accuracies: list[float] = []
-    eval_losses: list[float] = []
-    stop_reason = "completed"
     try:
         batches = _batches_forever(train_data)
         model.train()
         for iteration in range(iterations):
-            lr = lr_ramp(iteration, min_lr, max_lr, iterations, ramp)
+            lr = recorder.lr_at(iteration)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             x, y = next(batches)
@@ -267,23 +350,14 @@ def range_test(
             if math.isfinite(raw):
                 loss.backward()
                 optimizer.step()
-            smoothed = monitor.update(raw)
-            lrs.append(lr)
-            losses.append(raw)
-            smoothed_losses.append(smoothed)
+            smoothed = recorder.record_loss(lr, raw)
             if callback is not None:
                 callback(iteration, lr, smoothed)
-            if monitor.stop_reason is not None:
-                stop_reason = monitor.stop_reason
+            if recorder.stop_reason is not None:
                 break
-            if val_data is not None and (
-                iteration % eval_every == 0 or iteration == iterations - 1
-            ):
+            if val_data is not None and recorder.evaluation_due(iteration):
                 accuracy, eval_loss = _evaluate(model, _val_batches(val_data), loss_fn, device)
-                eval_iterations.append(iteration)
-                eval_lrs.append(lr)
-                accuracies.append(accuracy)
-                eval_losses.append(eval_loss)
+                recorder.record_evaluation(iteration, lr, accuracy, eval_loss)
                 model.train()
     finally:
         model.load_state_dict(model_state)
@@ -292,19 +366,4 @@ def range_test(
             module.training = training
         for p, grad in grads:
             p.grad = grad
-
-    return RangeTestResult(
-        min_lr=float(min_lr),
-        max_lr=float(max_lr),
-        ramp=ramp,
-        iterations=iterations,
-        lrs=tuple(lrs),
-        losses=tuple(losses),
-        smoothed_losses=tuple(smoothed_losses),
-        eval_iterations=tuple(eval_iterations),
-        eval_lrs=tuple(eval_lrs),
-        accuracies=tuple(accuracies),
-        eval_losses=tuple(eval_losses),
-        stopped_at=len(lrs),
-        stop_reason=stop_reason,
-    )
+    return recorder.result()

@@ -16,7 +16,7 @@ import torch
 
 from clr.momentum import momentum_schedule
 from clr.policies import make_schedule
-from clr.range_test import LossMonitor, RangeTestResult, lr_ramp
+from clr.range_test import RangeTestRecorder, RangeTestResult
 from workers.datasets import Dataset
 from workers.engine import Engine, Evaluation
 from workers.events import EvalPoint, RangeTestPoint
@@ -161,58 +161,34 @@ def _point(
 def run_range_test(engine: Engine, plan: RangeTestPlan) -> Iterator[RangeTestProgress]:
     """The LR range test inside the shared loop; yields its points after each evaluation.
 
-    The last yield carries the `clr.RangeTestResult` that `clr.suggest_bounds` reads.
+    `clr.RangeTestRecorder` keeps the curves and says when to evaluate and stop, as it does
+    for `clr.range_test`. The last yield carries the `clr.RangeTestResult` that
+    `clr.suggest_bounds` reads.
     """
-    monitor = LossMonitor(smoothing=plan.smoothing, stop_factor=plan.stop_factor)
-    lrs: list[float] = []
-    losses: list[float] = []
-    smoothed: list[float] = []
-    eval_its: list[int] = []
-    eval_lrs: list[float] = []
-    accuracies: list[float] = []
-    eval_losses: list[float] = []
+    recorder = RangeTestRecorder(
+        min_lr=plan.min_lr,
+        max_lr=plan.max_lr,
+        iterations=plan.iterations,
+        ramp=plan.ramp,
+        eval_every=plan.eval_every,
+        smoothing=plan.smoothing,
+        stop_factor=plan.stop_factor,
+    )
     batch: list[RangeTestPoint] = []
-    stop_reason = "completed"
     for it in range(plan.iterations):
-        lr = lr_ramp(it, plan.min_lr, plan.max_lr, plan.iterations, plan.ramp)
+        lr = recorder.lr_at(it)
         # The stop rule reads every iteration's loss, so this loop syncs per step.
         loss = engine.step(lr).item()
-        smooth = monitor.update(loss)
-        lrs.append(lr)
-        losses.append(loss)
-        smoothed.append(smooth)
-        reason = monitor.stop_reason
-        last = reason is not None or it == plan.iterations - 1
+        smooth = recorder.record_loss(lr, loss)
         accuracy = eval_loss = None
-        if reason is None and ((it + 1) % plan.eval_every == 0 or last):
+        if recorder.evaluation_due(it):
             evaluation = engine.evaluate()
             accuracy, eval_loss = evaluation.accuracy, evaluation.loss
-            eval_its.append(it)
-            eval_lrs.append(lr)
-            accuracies.append(accuracy)
-            eval_losses.append(eval_loss)
+            recorder.record_evaluation(it, lr, accuracy, eval_loss)
         batch.append(RangeTestPoint(it, lr, loss, smooth, accuracy, eval_loss))
-        if reason is not None:
-            stop_reason = reason
-        if accuracy is None and not last:
-            continue
-        if last:
-            result = RangeTestResult(
-                min_lr=plan.min_lr,
-                max_lr=plan.max_lr,
-                ramp=plan.ramp,
-                iterations=plan.iterations,
-                lrs=tuple(lrs),
-                losses=tuple(losses),
-                smoothed_losses=tuple(smoothed),
-                eval_iterations=tuple(eval_its),
-                eval_lrs=tuple(eval_lrs),
-                accuracies=tuple(accuracies),
-                eval_losses=tuple(eval_losses),
-                stopped_at=it + 1,
-                stop_reason=stop_reason,
-            )
-            yield RangeTestProgress(batch, result)
+        if recorder.stop_reason is not None or it == plan.iterations - 1:
+            yield RangeTestProgress(batch, recorder.result())
             return
-        yield RangeTestProgress(batch)
-        batch = []
+        if accuracy is not None:
+            yield RangeTestProgress(batch)
+            batch = []

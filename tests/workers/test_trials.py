@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from clr.bounds import suggest_bounds
+from clr.range_test import range_test
 from workers.datasets import load_dataset
 from workers.trials import (
     ArmPlan,
@@ -145,3 +146,52 @@ def test_range_test_in_the_engine_gives_usable_bounds(digits):
     assert any(not torch.equal(before[name], after[name]) for name in before)  # it trained
     bounds = suggest_bounds(result)
     assert 1e-3 <= bounds.base_lr < bounds.max_lr <= 1.0
+
+
+def engine_batches(data, setup, count):
+    """The batches an engine seeded with `setup.seed` trains on, in its order: a fresh
+    permutation of the training set per epoch, from the trial's own generator."""
+    generator = torch.Generator().manual_seed(setup.seed)
+    size, per_epoch = setup.batch_size, data.iterations_per_epoch(setup.batch_size)
+    out = []
+    while len(out) < count:
+        order = torch.randperm(data.train_size, generator=generator)
+        for i in range(per_epoch):
+            index = order[i * size : (i + 1) * size]
+            out.append((data.x_train[index], data.y_train[index]))
+    return out[:count]
+
+
+@pytest.mark.parametrize(("max_lr", "stopped"), [(0.3, False), (1e3, True)], ids=["full", "stop"])
+def test_the_engine_and_clr_record_the_same_range_test(digits, max_lr, stopped):
+    plan = RangeTestPlan(min_lr=1e-3, max_lr=max_lr, iterations=60, eval_every=7)
+    progress = list(run_range_test(build_engine(SETUP, digits, 1e-3), plan))
+    worker = progress[-1].result
+    points = [p for step in progress for p in step.points]
+
+    engine = build_engine(SETUP, digits, 1e-3)  # the same initial weights and optimizer
+    library = range_test(
+        engine.model,
+        engine.optimizer,
+        engine_batches(digits, SETUP, plan.iterations),
+        (digits.x_test, digits.y_test),
+        min_lr=plan.min_lr,
+        max_lr=plan.max_lr,
+        iterations=plan.iterations,
+        eval_every=plan.eval_every,
+    )
+    assert (worker.stop_reason != "completed") is stopped
+    assert worker.stopped_at == library.stopped_at
+    assert worker.stop_reason == library.stop_reason
+    assert worker.lrs == library.lrs
+    # The same weights, batches and LRs give the same training losses, bit for bit.
+    assert worker.losses == pytest.approx(library.losses, rel=0, abs=0, nan_ok=True)
+    # clr's cadence: iteration 0, every eval_every, the last; none once the test stopped.
+    assert worker.eval_iterations == library.eval_iterations
+    if not stopped:
+        assert worker.eval_iterations == (0, 7, 14, 21, 28, 35, 42, 49, 56, 59)
+    assert worker.accuracies == library.accuracies
+    # The engine sums held-out losses in float64, clr in float32 batches.
+    assert worker.eval_losses == pytest.approx(library.eval_losses, rel=1e-6)
+    evaluated = [p.iteration for p in points if p.accuracy is not None]
+    assert tuple(evaluated) == library.eval_iterations
