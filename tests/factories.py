@@ -56,3 +56,103 @@ def study_spec(**changes: Any) -> dict[str, Any]:
 def tuned_spec(**changes: Any) -> dict[str, Any]:
     """TUNED_SPEC with some top-level fields replaced."""
     return {**copy.deepcopy(TUNED_SPEC), **copy.deepcopy(changes)}
+
+
+# --- results documents (docs/results-format.md), for reports -----------------------------------
+
+
+def results_trial(
+    arm: str,
+    seed: int,
+    accuracies: list[float],
+    state: str = "completed",
+    *,
+    every: int = 100,
+    start: int | None = None,
+    iterations: int = 500,
+    iterations_per_epoch: int = 200,
+) -> dict[str, Any]:
+    """A trial of `arm` evaluated every `every` iterations from `start` (default: `every`),
+    with these held-out accuracies; its loss is 1 - accuracy, None at iteration 0."""
+    first = every if start is None else start
+    its = [first + every * i for i in range(len(accuracies))]
+    return {
+        "trial_id": f"{arm}-s{seed}",
+        "arm": arm,
+        "seed": seed,
+        "state": state,
+        "error": "boom" if state == "failed" else None,
+        "node_id": "node-a",
+        "iterations": iterations,
+        "iterations_done": its[-1] if its else 0,
+        "wall_s": 10.0 + seed,
+        "points": [
+            {
+                "iteration": it,
+                "epoch": it / iterations_per_epoch,
+                "lr": 0.05,
+                "train_loss": None if it == 0 else 1.0 - a,
+                "accuracy": a,
+                "loss": 1.0 - a,
+                "elapsed_s": it / 50,
+            }
+            for it, a in zip(its, accuracies, strict=True)
+        ],
+    }
+
+
+def results_arm(
+    policy: str,
+    params: dict[str, Any],
+    auto: list[str] | None = None,
+    *,
+    tuned: list[str] | None = None,
+    optimizer: str = "sgd",
+    options: dict[str, Any] | None = None,
+    iterations: int = 500,
+) -> dict[str, Any]:
+    """An arm as results.json's "arms" holds it, resolved: `auto` params came from the range
+    test, `tuned` ones (the key is left out when None, as in older documents) from a search."""
+    arm: dict[str, Any] = {
+        "optimizer": {"name": optimizer, "options": dict(options or {})},
+        "policy": {"name": policy, "params": dict(params)},
+        "auto": list(auto or ()),
+        "iterations": iterations,
+        "cycle_momentum": False,
+    }
+    if tuned is not None:
+        arm["tuned"] = list(tuned)
+    return arm
+
+
+def results_document(
+    arms: dict[str, Any],
+    trials: list[dict[str, Any]],
+    status: str = "succeeded",
+    **fields: Any,
+) -> dict[str, Any]:
+    """A results document of these arms and trials; the first arm is the baseline, the target
+    its final mean, and there is no range test, unless `fields` say otherwise."""
+    document: dict[str, Any] = {
+        "format": 1,
+        "study_id": "st_1",
+        "status": status,
+        "error": None,
+        "spec": {"name": "digits", "baseline": next(iter(arms)), "target_accuracy": "auto"},
+        "started_at": "2026-11-29T12:00:00+00:00",
+        "finished_at": None,
+        "wall_s": 60.0,
+        "iterations_per_epoch": 200,
+        "range_test": None,
+        "bounds": None,
+        "arms": arms,
+        "tuning": {},
+        "trials": trials,
+    }
+    return {**document, **fields}
+
+
+def report_row(report: dict[str, Any], arm: str) -> dict[str, Any]:
+    """The report's row of `arm`."""
+    row: dict[str, Any] = next(r for r in report["arms"] if r["arm"] == arm)
+    return row

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import shutil
 import socket
 import threading
@@ -20,6 +19,7 @@ from api.main import create_app
 from service.settings import Settings
 from service.sinks import DatabaseSink
 from service.store import Store
+from tests.factories import study_spec
 from workers.events import (
     ArmsResolved,
     BoundsFound,
@@ -37,30 +37,6 @@ from workers.events import (
 
 STUDIES = "/api/v1/studies"
 
-SPEC: dict[str, Any] = {
-    "name": "digits: triangular vs fixed",
-    "dataset": "digits",
-    "model": {"name": "mlp", "hidden": "32"},
-    "batch_size": 64,
-    "iterations": 60,
-    "eval_every": 10,
-    "seeds": 2,
-    "range_test": {"min_lr": 0.001, "max_lr": 2.0, "iterations": 100},
-    "arms": [
-        {"name": "fixed", "optimizer": "sgd", "policy": {"name": "fixed", "lr": "auto"}},
-        {
-            "name": "triangular",
-            "optimizer": "sgd",
-            "policy": {"name": "triangular", "base_lr": "auto", "max_lr": "auto", "step_size": 20},
-        },
-    ],
-}
-
-
-def with_changes(**changes: Any) -> dict[str, Any]:
-    """SPEC with some fields replaced."""
-    return {**copy.deepcopy(SPEC), **changes}
-
 
 class SettingsFor(Protocol):
     def __call__(self, database_url: str, **overrides: Any) -> Settings: ...
@@ -73,7 +49,7 @@ class Submit(Protocol):
 @pytest.fixture
 def spec() -> Callable[..., dict[str, Any]]:
     """SPEC, a small valid study, with the given fields replaced."""
-    return with_changes
+    return study_spec
 
 
 @pytest.fixture
@@ -152,7 +128,7 @@ def submit(client: TestClient) -> Submit:
     """Submit SPEC (with changes) as `headers`' owner; the POST must be accepted."""
 
     def post(headers: dict[str, str], **changes: Any) -> dict[str, Any]:
-        response = client.post(STUDIES, json=with_changes(**changes), headers=headers)
+        response = client.post(STUDIES, json=study_spec(**changes), headers=headers)
         assert response.status_code == 202, response.text
         study: dict[str, Any] = response.json()
         return study

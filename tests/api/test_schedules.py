@@ -13,7 +13,8 @@ from service.scheduling import Scheduler
 from service.settings import Settings
 from service.sinks import DatabaseSink
 from service.store import Store
-from tests.api.conftest import PLANNED, SPEC, run_events
+from tests.api.conftest import PLANNED, run_events
+from tests.factories import SPEC
 from workers.events import EvaluationPoints
 
 SCHEDULES = "/api/v1/schedules"

@@ -14,25 +14,10 @@ from service.driver import tuning_storage, tuning_study_prefix
 from service.ray_cluster import RayCluster
 from service.settings import Settings
 from service.store import Store
+from tests.factories import tuned_spec
 from workers.tuning import ITERATIONS_ATTR, STATE_ATTR, open_storage
 
-SPEC = {
-    "name": "tuned",
-    "dataset": "digits",
-    "model": "mlp",
-    "batch_size": 64,
-    "iterations": 200,
-    "seeds": [0],
-    "arms": [
-        {"name": "plain", "optimizer": "sgd", "policy": {"name": "fixed", "lr": 0.1}},
-        {
-            "name": "tuned",
-            "optimizer": "sgd",
-            "policy": {"name": "fixed", "lr": "tuned"},
-            "tuning": {"trials": 4, "space": {"lr": {"low": 0.001, "high": 1.0}}},
-        },
-    ],
-}
+SPEC = tuned_spec()
 
 
 @pytest.fixture

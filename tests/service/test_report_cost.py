@@ -12,6 +12,7 @@ import pytest
 from scipy import stats
 
 from service.reports import build_report, render_csv, render_html
+from tests.factories import report_row, results_arm, results_trial
 
 BUDGET = 672  # iterations per trial: 16 epochs of 42
 EVERY = 84  # iterations between evaluations
@@ -50,44 +51,25 @@ def _curve(final: float, speed: float) -> list[float]:
 
 
 def _trial(arm: str, seed: int, accuracies: list[float], state: str = "completed") -> dict:
-    return {
-        "trial_id": f"{arm}-s{seed}",
-        "arm": arm,
-        "seed": seed,
-        "state": state,
-        "error": None,
-        "node_id": "node-a",
-        "iterations": BUDGET,
-        "iterations_done": EVERY * (len(accuracies) - 1),
-        "wall_s": 20.0 + seed,
-        "points": [
-            {
-                "iteration": EVERY * i,
-                "epoch": EVERY * i / 42,
-                "lr": 0.05,
-                "train_loss": None if i == 0 else 1.5 - a,
-                "accuracy": a,
-                "loss": 1.5 - a,
-                "elapsed_s": 2.5 * i,
-            }
-            for i, a in enumerate(accuracies)
-        ],
-    }
+    """A trial evaluated at iterations 0, 84, ..., 672 (16 epochs of 42)."""
+    return results_trial(
+        arm,
+        seed,
+        accuracies,
+        state,
+        every=EVERY,
+        start=0,
+        iterations=BUDGET,
+        iterations_per_epoch=42,
+    )
 
 
 def _arm(
     policy: str, params: dict[str, Any], auto: list[str], tuned: list[str] | None = None
 ) -> dict:
-    arm = {
-        "optimizer": {"name": "sgd", "options": {"momentum": 0.9}},
-        "policy": {"name": policy, "params": params},
-        "auto": auto,
-        "iterations": BUDGET,
-        "cycle_momentum": False,
-    }
-    if tuned is not None:
-        arm["tuned"] = tuned
-    return arm
+    return results_arm(
+        policy, params, auto, tuned=tuned, options={"momentum": 0.9}, iterations=BUDGET
+    )
 
 
 # final accuracy per seed and how fast each arm rises (a higher speed rises sooner)
@@ -174,10 +156,6 @@ def _results(status: str = "succeeded") -> dict[str, Any]:
     }
 
 
-def _row(report: dict[str, Any], arm: str) -> dict[str, Any]:
-    return next(r for r in report["arms"] if r["arm"] == arm)
-
-
 def _clr_lines(report: dict[str, Any]) -> list[str]:
     return [v for v in report["verdicts"] if v.startswith(LABEL)]
 
@@ -236,11 +214,11 @@ def test_range_test_without_stopped_at_costs_its_points() -> None:
     del results["range_test"]["points"][250:]
     results["range_test"]["stopped_at"] = None  # still running: 250 iterations so far
     report = build_report(results)
-    assert _row(report, "sgd-triangular")["cost"]["range_test"] == 250
-    assert _row(report, "sgd-fixed")["cost"]["range_test"] == 0
+    assert report_row(report, "sgd-triangular")["cost"]["range_test"] == 250
+    assert report_row(report, "sgd-fixed")["cost"]["range_test"] == 0
     results["range_test"] = None
     results["bounds"] = None
-    assert _row(build_report(results), "sgd-triangular")["cost"]["range_test"] == 0
+    assert report_row(build_report(results), "sgd-triangular")["cost"]["range_test"] == 0
 
 
 def test_the_only_auto_arm_is_charged_and_the_note_says_so() -> None:
@@ -248,8 +226,8 @@ def test_the_only_auto_arm_is_charged_and_the_note_says_so() -> None:
     for name in ("sgd-triangular", "sgd-exp_range"):
         results["arms"][name]["auto"] = []
     report = build_report(results)
-    assert _row(report, "sgd-triangular")["cost"]["range_test"] == 0
-    assert _row(report, "sgd-triangular2")["cost"]["range_test"] == 300
+    assert report_row(report, "sgd-triangular")["cost"]["range_test"] == 0
+    assert report_row(report, "sgd-triangular2")["cost"]["range_test"] == 300
     assert report["cost"]["range_test_shared_by"] == ["sgd-triangular2"]
     assert "the only arm" in report["cost"]["note"]
 
@@ -262,7 +240,7 @@ def test_final_trials_cost_what_they_ran_whatever_their_state() -> None:
     del failed["points"][4:]
     running = trials["sgd-fixed-tuned-s2"]
     running.update(state="pending", iterations_done=0, points=[])
-    cost = _row(build_report(results), "sgd-fixed-tuned")["cost"]
+    cost = report_row(build_report(results), "sgd-fixed-tuned")["cost"]
     assert cost["trials"] == 672 + 252
     assert cost["seeds_ran"] == 2  # the pending seed has not run
     assert cost["per_seed_total"] == pytest.approx(4554 + (672 + 252) / 2)
@@ -272,7 +250,7 @@ def test_no_seed_run_has_no_per_seed_cost() -> None:
     results = _results(status="running")
     for trial in results["trials"]:
         trial.update(state="pending", iterations_done=0, points=[])
-    cost = _row(build_report(results), "sgd-fixed-tuned")["cost"]
+    cost = report_row(build_report(results), "sgd-fixed-tuned")["cost"]
     assert (cost["trials"], cost["seeds_ran"], cost["per_seed_total"]) == (0, 0, None)
     assert cost["total"] == 4554
 
@@ -282,21 +260,21 @@ def test_no_seed_run_has_no_per_seed_cost() -> None:
 
 def test_tuned_params_are_marked_tuned() -> None:
     report = build_report(_results())
-    assert _row(report, "sgd-fixed-tuned")["params"] == [
+    assert report_row(report, "sgd-fixed-tuned")["params"] == [
         {"name": "lr", "value": 0.08, "source": "tuned"}
     ]
-    assert {p["name"]: p["source"] for p in _row(report, "sgd-exp_range")["params"]} == {
+    assert {p["name"]: p["source"] for p in report_row(report, "sgd-exp_range")["params"]} == {
         "base_lr": "range test",
         "max_lr": "range test",
         "step_size": "given",
         "gamma": "given",
     }
-    assert _row(report, "sgd-fixed")["params"][0]["source"] == "given"
+    assert report_row(report, "sgd-fixed")["params"][0]["source"] == "given"
 
 
 def test_a_tuned_arm_row_has_its_search() -> None:
     report = build_report(_results())
-    tuning = _row(report, "sgd-fixed-tuned")["tuning"]
+    tuning = report_row(report, "sgd-fixed-tuned")["tuning"]
     assert tuning["optuna_study"] == "clrstudy-st_tuned/sgd-fixed-tuned"
     assert tuning["best"] == {"number": 4, "params": {"lr": 0.08}, "value": 0.975}
     assert tuning["states"] == {
@@ -311,7 +289,7 @@ def test_a_tuned_arm_row_has_its_search() -> None:
     assert [t["number"] for t in tuning["trials"]] == list(range(13))
     assert [t["number"] for t in tuning["trials"] if t["best"]] == [4]
     assert tuning["trials"][12]["value"] is None
-    assert _row(report, "sgd-triangular2")["tuning"] is None
+    assert report_row(report, "sgd-triangular2")["tuning"] is None
     json.dumps(report, allow_nan=False)
 
 
@@ -332,8 +310,8 @@ def test_a_queued_study_marks_tuned_params_from_its_spec() -> None:
         },
     ]
     report = build_report(results)
-    assert _row(report, "sgd-fixed-tuned")["params"][0]["source"] == "tuned"
-    assert _row(report, "sgd-fixed-tuned")["cost"]["total"] == 0
+    assert report_row(report, "sgd-fixed-tuned")["params"][0]["source"] == "tuned"
+    assert report_row(report, "sgd-fixed-tuned")["cost"]["total"] == 0
     assert 'id="summary"' in render_html(results, report)
 
 
@@ -344,8 +322,8 @@ def test_an_old_document_without_tuning_still_builds() -> None:
         del arm["tuned"]
     report = build_report(results)
     assert all(row["tuning"] is None for row in report["arms"])
-    assert _row(report, "sgd-fixed-tuned")["params"][0]["source"] == "given"
-    assert _row(report, "sgd-fixed-tuned")["cost"]["tuning"] == 0
+    assert report_row(report, "sgd-fixed-tuned")["params"][0]["source"] == "given"
+    assert report_row(report, "sgd-fixed-tuned")["cost"]["tuning"] == 0
     assert _clr_lines(report) == []  # no arm is known to be tuned
     page = render_html(results, report)
     assert 'id="tuning"' not in page

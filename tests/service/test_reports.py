@@ -12,44 +12,7 @@ import pytest
 
 from service.reports import build_report, render_csv, render_html
 from service.reports.tables import CSV_COLUMNS
-
-EVERY = 100  # iterations between evaluations
-
-
-def _trial(arm: str, seed: int, accuracies: list[float], state: str = "completed") -> dict:
-    return {
-        "trial_id": f"{arm}-s{seed}",
-        "arm": arm,
-        "seed": seed,
-        "state": state,
-        "error": "boom" if state == "failed" else None,
-        "node_id": None,
-        "iterations": 500,
-        "iterations_done": EVERY * len(accuracies),
-        "wall_s": 10.0 + seed,
-        "points": [
-            {
-                "iteration": EVERY * (i + 1),
-                "epoch": (i + 1) / 2,
-                "lr": 0.05,
-                "train_loss": 1.0 - a,
-                "accuracy": a,
-                "loss": 1.0 - a,
-                "elapsed_s": 2.0 * (i + 1),
-            }
-            for i, a in enumerate(accuracies)
-        ],
-    }
-
-
-def _arm(policy: str, params: dict[str, Any], auto: list[str], optimizer: str = "sgd") -> dict:
-    return {
-        "optimizer": {"name": optimizer, "options": {}},
-        "policy": {"name": policy, "params": params},
-        "auto": auto,
-        "iterations": 500,
-        "cycle_momentum": False,
-    }
+from tests.factories import report_row, results_arm, results_document, results_trial
 
 
 def _results(status: str = "succeeded") -> dict[str, Any]:
@@ -57,60 +20,47 @@ def _results(status: str = "succeeded") -> dict[str, Any]:
 
     triangular2 crosses at 250 (seed 0: 0.85 -> 0.95) and 180 (seed 1: 0.70 -> 0.95): mean 215.
     adam: seed 0 diverged, seed 1 failed, seed 2 ends at 0.88 (never reaches 0.90).
+    Every trial is evaluated every 100 iterations from 100.
     """
-    return {
-        "format": 1,
-        "study_id": "st_1",
-        "status": status,
-        "error": None,
-        "spec": {"name": "digits", "baseline": "fixed", "target_accuracy": "auto"},
-        "started_at": "2026-11-29T12:00:00+00:00",
-        "finished_at": None,
-        "wall_s": 60.0,
-        "iterations_per_epoch": 200,
-        "range_test": {
-            "points": [
-                {
-                    "iteration": i,
-                    "lr": 0.01 * (i + 1),
-                    "loss": 2.3 - 0.1 * i if i < 9 else float("inf"),
-                    "smoothed_loss": 2.3 - 0.1 * i,
-                    "accuracy": 0.1 + 0.08 * i if i % 2 == 0 else None,
-                    "eval_loss": None,
-                }
-                for i in range(10)
-            ],
-            "stopped_at": 10,
-            "stop_reason": "diverged",
-            "min_lr": 0.01,
-            "max_lr": 0.1,
-            "ramp": "linear",
-            "node_id": None,
-        },
-        "bounds": {"base_lr": 0.02, "max_lr": 0.08, "method": "accuracy", "reason": "rise & fall"},
-        "arms": {
-            "fixed": _arm("fixed", {"lr": 0.05}, []),
-            "triangular2": _arm(
-                "triangular2",
-                {"base_lr": 0.02, "max_lr": 0.08, "step_size": 100},
-                ["base_lr", "max_lr"],
-            ),
-            "adam": _arm("fixed", {"lr": 0.001}, [], optimizer="adam"),
-        },
-        "trials": [
-            _trial("fixed", 0, [0.5, 0.7, 0.8, 0.9, 0.9]),
-            _trial("fixed", 1, [0.5, 0.7, 0.8, 0.9, 0.9]),
-            _trial("triangular2", 0, [0.6, 0.85, 0.95, 0.93, 0.94]),
-            _trial("triangular2", 1, [0.7, 0.95, 0.92, 0.96, 0.96]),
-            _trial("adam", 0, [0.5, 0.1], state="diverged"),
-            _trial("adam", 1, [0.6], state="failed"),
-            _trial("adam", 2, [0.6, 0.7, 0.8, 0.85, 0.88]),
+    range_test = {
+        "points": [
+            {
+                "iteration": i,
+                "lr": 0.01 * (i + 1),
+                "loss": 2.3 - 0.1 * i if i < 9 else float("inf"),
+                "smoothed_loss": 2.3 - 0.1 * i,
+                "accuracy": 0.1 + 0.08 * i if i % 2 == 0 else None,
+                "eval_loss": None,
+            }
+            for i in range(10)
         ],
+        "stopped_at": 10,
+        "stop_reason": "diverged",
+        "min_lr": 0.01,
+        "max_lr": 0.1,
+        "ramp": "linear",
+        "node_id": None,
     }
-
-
-def _row(report: dict[str, Any], arm: str) -> dict[str, Any]:
-    return next(r for r in report["arms"] if r["arm"] == arm)
+    arms = {
+        "fixed": results_arm("fixed", {"lr": 0.05}),
+        "triangular2": results_arm(
+            "triangular2",
+            {"base_lr": 0.02, "max_lr": 0.08, "step_size": 100},
+            ["base_lr", "max_lr"],
+        ),
+        "adam": results_arm("fixed", {"lr": 0.001}, optimizer="adam"),
+    }
+    trials = [
+        results_trial("fixed", 0, [0.5, 0.7, 0.8, 0.9, 0.9]),
+        results_trial("fixed", 1, [0.5, 0.7, 0.8, 0.9, 0.9]),
+        results_trial("triangular2", 0, [0.6, 0.85, 0.95, 0.93, 0.94]),
+        results_trial("triangular2", 1, [0.7, 0.95, 0.92, 0.96, 0.96]),
+        results_trial("adam", 0, [0.5, 0.1], "diverged"),
+        results_trial("adam", 1, [0.6], "failed"),
+        results_trial("adam", 2, [0.6, 0.7, 0.8, 0.85, 0.88]),
+    ]
+    bounds = {"base_lr": 0.02, "max_lr": 0.08, "method": "accuracy", "reason": "rise & fall"}
+    return results_document(arms, trials, status, range_test=range_test, bounds=bounds)
 
 
 def test_target_defaults_to_the_baseline_final_mean() -> None:
@@ -126,13 +76,13 @@ def test_target_from_the_spec_is_used_as_given() -> None:
     report = build_report(results)
     assert report["target"]["source"] == "spec"
     # fixed: 0.8 (300) -> 0.9 (400) crosses 0.85 at 350; adam seed 2 reaches 0.85 at 400.
-    assert _row(report, "fixed")["iterations_to_target"]["mean"] == pytest.approx(350)
-    assert _row(report, "adam")["iterations_to_target"]["reached"] == 1
+    assert report_row(report, "fixed")["iterations_to_target"]["mean"] == pytest.approx(350)
+    assert report_row(report, "adam")["iterations_to_target"]["reached"] == 1
 
 
 def test_speedup_and_iterations_to_target() -> None:
     report = build_report(_results())
-    base, clr = _row(report, "fixed"), _row(report, "triangular2")
+    base, clr = report_row(report, "fixed"), report_row(report, "triangular2")
     assert base["iterations_to_target"] == {"mean": pytest.approx(400), "reached": 2, "of": 2}
     assert clr["iterations_to_target"]["mean"] == pytest.approx(215)
     assert clr["speedup"] == pytest.approx(400 / 215)
@@ -140,7 +90,7 @@ def test_speedup_and_iterations_to_target() -> None:
 
 
 def test_diverged_counts_as_not_reaching_and_failed_is_excluded() -> None:
-    adam = _row(build_report(_results()), "adam")
+    adam = report_row(build_report(_results()), "adam")
     assert adam["iterations_to_target"] == {"mean": None, "reached": 0, "of": 2}
     assert adam["speedup"] is None
     assert adam["final_accuracy"]["n"] == 2  # diverged (0.1) and completed (0.88), not failed
@@ -156,7 +106,7 @@ def test_diverged_counts_as_not_reaching_and_failed_is_excluded() -> None:
 
 
 def test_params_are_marked_given_or_from_the_range_test() -> None:
-    params = _row(build_report(_results()), "triangular2")["params"]
+    params = report_row(build_report(_results()), "triangular2")["params"]
     assert {p["name"]: p["source"] for p in params} == {
         "base_lr": "range test",
         "max_lr": "range test",
@@ -165,7 +115,7 @@ def test_params_are_marked_given_or_from_the_range_test() -> None:
 
 
 def test_accuracy_at_fractions_of_the_baseline_budget() -> None:
-    cells = _row(build_report(_results()), "triangular2")["accuracy_at_budget"]
+    cells = report_row(build_report(_results()), "triangular2")["accuracy_at_budget"]
     assert [c["iteration"] for c in cells] == [125, 250, 375, 500]
     # at 125: seed 0 0.6 -> 0.85 gives 0.6625, seed 1 0.7 -> 0.95 gives 0.7625
     assert cells[0]["mean"] == pytest.approx(0.7125)
@@ -185,12 +135,12 @@ def test_verdicts_name_the_right_arms_and_figures() -> None:
 
 def test_welch_sentence_is_plain() -> None:
     report = build_report(_results())
-    welch = _row(report, "triangular2")["welch"]
+    welch = report_row(report, "triangular2")["welch"]
     # [0.94, 0.96] vs [0.90, 0.90]: t = 0.05 / 0.01 = 5 with 1 degree of freedom.
     assert welch["against"] == "fixed"
     assert welch["p_value"] == pytest.approx(0.1257, abs=1e-4)
     assert welch["sentence"] == "no significant difference at 5% (p = 0.126)"
-    assert _row(report, "fixed")["welch"] is None
+    assert report_row(report, "fixed")["welch"] is None
 
 
 def test_welch_sentence_says_higher_when_significant() -> None:
@@ -198,7 +148,7 @@ def test_welch_sentence_says_higher_when_significant() -> None:
     results["trials"][1]["points"][-1]["accuracy"] = 0.91  # fixed: [0.90, 0.91]
     results["trials"][2]["points"][-1]["accuracy"] = 0.96
     results["trials"][3]["points"][-1]["accuracy"] = 0.97  # triangular2: [0.96, 0.97]
-    welch = _row(build_report(results), "triangular2")["welch"]
+    welch = report_row(build_report(results), "triangular2")["welch"]
     # diff 0.06, sample variances 0.00005 each: se = sqrt(2 * 0.00005 / 2) = 0.00707,
     # t = 8.485, df = 2: p = 2 * t.sf(8.485, 2) = 0.0136
     assert welch["p_value"] == pytest.approx(0.0136, abs=1e-4)
@@ -209,7 +159,7 @@ def test_single_seed_has_no_ci_and_no_test() -> None:
     results = _results()
     results["trials"] = [t for t in results["trials"] if t["seed"] == 0]
     report = build_report(results)
-    clr = _row(report, "triangular2")
+    clr = report_row(report, "triangular2")
     assert clr["final_accuracy"]["ci_low"] is None
     assert clr["final_accuracy"]["note"] == "one seed: no confidence interval"
     assert clr["welch"]["p_value"] is None
@@ -221,7 +171,7 @@ def test_identical_results_are_said_plainly() -> None:
     for trial in results["trials"]:
         if trial["arm"] == "triangular2":
             trial["points"] = copy.deepcopy(results["trials"][0]["points"])
-    welch = _row(build_report(results), "triangular2")["welch"]
+    welch = report_row(build_report(results), "triangular2")["welch"]
     assert welch["p_value"] is None
     assert welch["sentence"].startswith("identical results")
 

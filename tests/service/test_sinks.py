@@ -14,6 +14,7 @@ from service.db import DatabaseUnavailable, make_engine
 from service.driver import PhaseSink
 from service.sinks import DatabaseSink
 from service.store import Store
+from tests.factories import study_spec
 from workers.events import (
     RANGE_TEST_TRIAL_ID,
     ArmsResolved,
@@ -35,13 +36,7 @@ from workers.events import (
 )
 from workers.results import ResultsDocument
 
-SPEC: dict[str, Any] = {
-    "name": "digits",
-    "range_test": {"min_lr": 0.001, "max_lr": 2.0, "ramp": "linear"},
-    "arms": [{"name": "fixed"}, {"name": "triangular"}],
-    "seeds": [0, 1],
-    "iterations": 60,
-}
+SPEC = study_spec()
 TRIALS = tuple(
     PlannedTrial(f"{arm}-s{seed}", arm, seed, 60)
     for arm in ("fixed", "triangular")

@@ -25,6 +25,7 @@ from service.store import (
     Store,
     StudyRecord,
 )
+from tests.factories import study_spec
 from workers.events import (
     EvalPoint,
     PlannedTrial,
@@ -35,13 +36,7 @@ from workers.events import (
     TuningTrialEnded,
 )
 
-SPEC: dict[str, Any] = {
-    "name": "digits",
-    "range_test": {"min_lr": 0.001, "max_lr": 2.0, "ramp": "linear"},
-    "arms": [{"name": "fixed"}, {"name": "triangular"}],
-    "seeds": [0, 1],
-    "iterations": 100,
-}
+SPEC = study_spec()
 RESULT_KEYS = {
     "format", "study_id", "status", "error", "spec", "started_at", "finished_at", "wall_s",
     "iterations_per_epoch", "range_test", "bounds", "arms", "tuning", "trials",
