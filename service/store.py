@@ -41,7 +41,7 @@ from service.models import (
     utcnow,
 )
 from workers import events
-from workers.results import planned_tuning
+from workers.results import finite, planned_tuning
 
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 ALLOWED_TRANSITIONS = {
@@ -202,10 +202,6 @@ def _insert(session: Session, model: type[Any]) -> sqlite.Insert | postgresql.In
     """An INSERT that knows `ON CONFLICT` on this session's backend."""
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     return dialect.insert(model.__table__)
-
-
-def _finite_or_none(value: float | None) -> float | None:
-    return None if value is None or not math.isfinite(value) else value
 
 
 def _planned_tuning() -> dict[str, Any]:
@@ -806,8 +802,8 @@ class Store:
         _check_one_of("state", event.state, TUNING_TRIAL_STATES)
         values = {
             **asdict(event),
-            "value": _finite_or_none(event.value),
-            "wall_s": _finite_or_none(event.wall_s),
+            "value": finite(event.value),
+            "wall_s": finite(event.wall_s),
             "ended_at": utcnow(),
         }
         with self._session() as session:

@@ -55,11 +55,16 @@ def planned_tuning() -> dict[str, Any]:
     }
 
 
+def finite(value: Any) -> float | None:
+    """`value` as a float when it is a finite number, else None (JSON has no NaN or inf)."""
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
 def _finite(record: dict[str, Any]) -> dict[str, Any]:
-    # JSON has no NaN or infinity: the loss that stopped a range test travels as null.
-    return {
-        k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()
-    }
+    # The loss that stopped a range test (NaN or inf) travels as null.
+    return {k: finite(v) if isinstance(v, float) else v for k, v in record.items()}
 
 
 class ResultsDocument:

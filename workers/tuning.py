@@ -23,7 +23,6 @@ to `clrstudy run`'s results), so `optuna-dashboard` shows it. Two things Ray's
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -42,6 +41,7 @@ from ray.tune.search.optuna import OptunaSearch
 from clr.policies import get_policy
 from workers.datasets import Dataset
 from workers.events import ResultSink, TuningEnded, TuningStarted, TuningTrialEnded
+from workers.results import finite
 from workers.spec import ArmSpec, TuningSpec, search_log
 
 METRIC = "accuracy"  # validation accuracy at a tuning trial's latest evaluation
@@ -250,7 +250,7 @@ class _TuningCallback(tune.Callback):
                 params={k: trial.config[k] for k in self.plan.space},
                 state=state,  # type: ignore[arg-type]
                 iterations_done=iterations,
-                value=_finite(value),
+                value=finite(value),
                 wall_s=float(result.get("wall_s", 0.0)),
                 error=error,
                 node_id=result.get("node_id"),
@@ -268,10 +268,6 @@ def trial_error(trial: Any) -> str:
     if not error and trial.error_file and Path(trial.error_file).exists():
         error = Path(trial.error_file).read_text(errors="replace").strip()
     return str(error)[-4000:] if error else "the trial failed (Tune kept no error text)"
-
-
-def _finite(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
 def _record_of(arm: str, trial: optuna.trial.FrozenTrial) -> TuningTrialEnded:
@@ -293,7 +289,7 @@ def _record_of(arm: str, trial: optuna.trial.FrozenTrial) -> TuningTrialEnded:
         params=dict(trial.params),
         state=state,
         iterations_done=int(iterations),
-        value=_finite(value),
+        value=finite(value),
         wall_s=wall_s,
         error="its run of the study ended while it trained" if state == "interrupted" else None,
     )

@@ -14,7 +14,6 @@ The report's sentences (verdicts, Welch's results in words, notes) are written b
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,6 +27,7 @@ from service.reports.verdicts import (
     verdicts,
     welch_sentence,
 )
+from workers.results import finite as _finite
 
 REPORT_FORMAT = 1
 TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
@@ -81,12 +81,6 @@ def baseline_arm(results: Mapping[str, Any]) -> str | None:
     if baseline is not None and baseline not in arms:
         raise ValueError(f"spec.baseline {baseline!r} is not an arm; arms: {', '.join(arms)}")
     return baseline if baseline is not None else (arms[0] if arms else None)
-
-
-def _finite(value: Any) -> float | None:
-    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -358,7 +352,7 @@ def _finals(row: Mapping[str, Any]) -> list[float]:
     return [s["final_accuracy"] for s in row["seeds"] if s["final_accuracy"] is not None]
 
 
-def _compute_ratio(clr: Mapping[str, Any], fixed: Mapping[str, Any]) -> dict[str, Any] | None:
+def compute_ratio(clr: Mapping[str, Any], fixed: Mapping[str, Any]) -> dict[str, Any] | None:
     """The fixed arm's iterations over the CLR arm's: on totals, or per trained model when the
     two arms trained different numbers of seeds; None when a total is 0."""
     a, b = clr["cost"], fixed["cost"]
@@ -377,7 +371,7 @@ def _compute_ratio(clr: Mapping[str, Any], fixed: Mapping[str, Any]) -> dict[str
     }
 
 
-def _clr_vs_tuned(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+def clr_vs_tuned(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
     """What "CLR with one range test vs tuned fixed LR" compares: the untuned CLR arm with
     range-test bounds of the best final accuracy (else the first), against each tuned fixed-LR
     arm, with Welch's test and the compute ratio; None without both kinds of arm."""
@@ -404,7 +398,7 @@ def _clr_vs_tuned(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
                     if compared
                     else None
                 ),
-                "compute": _compute_ratio(clr, fixed),
+                "compute": compute_ratio(clr, fixed),
             }
         )
     return {"clr": clr, "candidates": len(clr_rows), "ranked": len(ranked), "pairs": pairs}
@@ -490,5 +484,5 @@ def build_report(results: Mapping[str, Any]) -> dict[str, Any]:
         "bounds": dict(results["bounds"]) if results.get("bounds") else None,
         "iterations_per_epoch": results.get("iterations_per_epoch"),
     }
-    report["verdicts"] = verdicts(report, _clr_vs_tuned(rows))
+    report["verdicts"] = verdicts(report, clr_vs_tuned(rows))
     return report
