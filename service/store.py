@@ -41,7 +41,14 @@ from service.models import (
     utcnow,
 )
 from workers import events
-from workers.results import finite, planned_tuning
+from workers.results import (
+    TRIAL_ENTRY_FIELDS,
+    RangeTestEntry,
+    TrialEntry,
+    finite,
+    planned_tuning,
+    results_document,
+)
 
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 ALLOWED_TRANSITIONS = {
@@ -56,10 +63,7 @@ API_KEY_PREFIX = "clr_"
 EVAL_POINT_FIELDS = tuple(f.name for f in fields(events.EvalPoint))
 RANGE_POINT_FIELDS = tuple(f.name for f in fields(events.RangeTestPoint))
 LOSS_FIELDS = frozenset({"train_loss", "loss", "smoothed_loss", "eval_loss"})
-RESULT_TRIAL_FIELDS = (
-    "trial_id", "arm", "seed", "state", "error", "node_id", "iterations", "iterations_done",
-    "wall_s",
-)  # fmt: skip
+RESULT_TRIAL_FIELDS = tuple(f for f in TRIAL_ENTRY_FIELDS if f != "points")
 TUNING_TRIAL_FIELDS = (
     "number", "params", "state", "iterations_done", "value", "wall_s", "error", "node_id",
 )  # fmt: skip
@@ -925,37 +929,26 @@ class Store:
         wall_s = None
         if study.started_at and study.finished_at:
             wall_s = (study.finished_at - study.started_at).total_seconds()
-        return {
-            "format": 1,
-            "study_id": study.id,
-            "status": study.status,
-            "error": study.error,
-            "spec": study.spec,
-            "started_at": _iso(study.started_at),
-            "finished_at": _iso(study.finished_at),
-            "wall_s": wall_s,
-            "iterations_per_epoch": study.iterations_per_epoch,
-            "range_test": _range_test_section(study, range_points),
-            "bounds": study.bounds,
-            "arms": study.resolved_arms or {},
-            "tuning": tuning,
-            "trials": [
-                {**_columns(t, RESULT_TRIAL_FIELDS), "points": points[t.id]} for t in trials
+        # The rows as the records `clrstudy run`'s document is folded into, and one builder.
+        return results_document(
+            study.spec,
+            study_id=study.id,
+            status=study.status,
+            error=study.error,
+            started_at=_iso(study.started_at),
+            finished_at=_iso(study.finished_at),
+            wall_s=wall_s,
+            iterations_per_epoch=study.iterations_per_epoch,
+            range_test=RangeTestEntry(
+                [_columns(p, RANGE_POINT_FIELDS) for p in range_points],
+                study.range_test_stopped_at,
+                study.range_test_stop_reason,
+                study.range_test_node_id,
+            ),
+            bounds=study.bounds,
+            arms=study.resolved_arms or {},
+            tuning=tuning,
+            trials=[
+                TrialEntry(**_columns(t, RESULT_TRIAL_FIELDS), points=points[t.id]) for t in trials
             ],
-        }
-
-
-def _range_test_section(study: Study, points: Sequence[RangeTestPoint]) -> dict[str, Any] | None:
-    if not points and study.range_test_stop_reason is None:
-        return None
-    # The sweep's settings come from the spec as submitted.
-    settings = study.spec.get("range_test") or {}
-    return {
-        "points": [_columns(p, RANGE_POINT_FIELDS) for p in points],
-        "stopped_at": study.range_test_stopped_at,
-        "stop_reason": study.range_test_stop_reason,
-        "min_lr": settings.get("min_lr"),
-        "max_lr": settings.get("max_lr"),
-        "ramp": settings.get("ramp"),
-        "node_id": study.range_test_node_id,
-    }
+        )

@@ -1,8 +1,10 @@
-"""The results document (docs/results-format.md), folded from sink events.
+"""The results document (docs/results-format.md): one builder, two sources of records.
 
-`ResultsDocument` is itself a sink: `clrstudy run` hands it to the runner and it keeps
-`results.json` up to date on disk, written atomically, so a study stopped half-way
-still leaves a readable document.
+`results_document` builds it from plain records. `ResultsDocument` is a sink that folds
+events into those records: `clrstudy run` hands it to the runner and it keeps
+`results.json` up to date on disk, written atomically, so a study stopped half-way still
+leaves a readable document. The service's `Store.results()` reads the same records from
+its database rows.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,9 +22,11 @@ from typing import Any
 from workers.events import (
     ArmsResolved,
     BoundsFound,
+    EvalPoint,
     EvaluationPoints,
     Event,
     RangeTestEnded,
+    RangeTestPoint,
     RangeTestPoints,
     StudyPlanned,
     TrialEnded,
@@ -67,8 +72,96 @@ def _finite(record: dict[str, Any]) -> dict[str, Any]:
     return {k: finite(v) if isinstance(v, float) else v for k, v in record.items()}
 
 
+@dataclass
+class RangeTestEntry:
+    """The range test as far as it ran: its points (as `point_entry` gives them) and its end."""
+
+    points: list[dict[str, Any]] = field(default_factory=list)
+    stopped_at: int | None = None
+    stop_reason: str | None = None
+    node_id: str | None = None
+
+
+@dataclass
+class TrialEntry:
+    """One trial's entry of the document; `points` as `point_entry` gives them."""
+
+    trial_id: str
+    arm: str
+    seed: int
+    state: str = "pending"
+    error: str | None = None
+    node_id: str | None = None
+    iterations: int = 0
+    iterations_done: int = 0
+    wall_s: float | None = None
+    points: list[dict[str, Any]] = field(default_factory=list)
+
+
+TRIAL_ENTRY_FIELDS = tuple(f.name for f in fields(TrialEntry))
+
+
+def point_entry(point: EvalPoint | RangeTestPoint) -> dict[str, Any]:
+    """A point as the document holds it."""
+    return _finite(asdict(point))
+
+
+def results_document(
+    spec: Mapping[str, Any],
+    *,
+    study_id: str | None,
+    status: str,
+    error: str | None,
+    started_at: str | None,
+    finished_at: str | None,
+    wall_s: float | None,
+    iterations_per_epoch: int | None,
+    range_test: RangeTestEntry | None,
+    bounds: Mapping[str, Any] | None,
+    arms: Mapping[str, Any],
+    tuning: Mapping[str, Mapping[str, Any]],
+    trials: Sequence[TrialEntry],
+) -> dict[str, Any]:
+    """The results document from plain records: the one builder behind `clrstudy run`'s
+    `ResultsDocument` and the service's `Store.results()`, so the two cannot drift."""
+    return {
+        "format": FORMAT,
+        "study_id": study_id,
+        "status": status,
+        "error": error,
+        "spec": spec,
+        "started_at": started_at,
+        "finished_at": finished_at,
+        "wall_s": wall_s,
+        "iterations_per_epoch": iterations_per_epoch,
+        "range_test": _range_test_section(spec, range_test),
+        "bounds": bounds,
+        "arms": arms,
+        "tuning": tuning,
+        "trials": [{f: getattr(t, f) for f in TRIAL_ENTRY_FIELDS} for t in trials],
+    }
+
+
+def _range_test_section(
+    spec: Mapping[str, Any], entry: RangeTestEntry | None
+) -> dict[str, Any] | None:
+    if entry is None or (not entry.points and entry.stop_reason is None):
+        return None
+    # The sweep's settings come from the spec as submitted.
+    settings = spec.get("range_test") or {}
+    return {
+        "points": entry.points,
+        "stopped_at": entry.stopped_at,
+        "stop_reason": entry.stop_reason,
+        "min_lr": settings.get("min_lr"),
+        "max_lr": settings.get("max_lr"),
+        "ramp": settings.get("ramp"),
+        "node_id": entry.node_id,
+    }
+
+
 class ResultsDocument:
-    """Builds the results document from events; optionally mirrors it to a file."""
+    """Folds events into the results document; optionally mirrors it to a file."""
 
     def __init__(
         self,
@@ -82,71 +175,61 @@ class ResultsDocument:
         self.write_every_s = write_every_s
         self._written = 0.0
         self._started = time.monotonic()
-        self.doc: dict[str, Any] = {
-            "format": FORMAT,
-            "study_id": study_id,
-            "status": "running",
-            "error": None,
-            "spec": spec,
-            "started_at": _now(),
-            "finished_at": None,
-            "wall_s": None,
-            "iterations_per_epoch": None,
-            "range_test": None,
-            "bounds": None,
-            "arms": {},
-            "tuning": {},
-            "trials": [],
-        }
-        self._trials: dict[str, dict[str, Any]] = {}
+        self.spec = spec
+        self.study_id = study_id
+        self.status = "running"
+        self.error: str | None = None
+        self.started_at = _now()
+        self.finished_at: str | None = None
+        self.wall_s: float | None = None
+        self.iterations_per_epoch: int | None = None
+        self.range_test: RangeTestEntry | None = None
+        self.bounds: dict[str, Any] | None = None
+        self.arms: dict[str, Any] = {}
+        self.tuning: dict[str, dict[str, Any]] = {}
+        self.trials: dict[str, TrialEntry] = {}
+
+    @property
+    def doc(self) -> dict[str, Any]:
+        """The document as the events so far make it."""
+        return results_document(
+            self.spec,
+            study_id=self.study_id,
+            status=self.status,
+            error=self.error,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            wall_s=self.wall_s,
+            iterations_per_epoch=self.iterations_per_epoch,
+            range_test=self.range_test,
+            bounds=self.bounds,
+            arms=self.arms,
+            tuning=self.tuning,
+            trials=list(self.trials.values()),
+        )
 
     # ResultSink
     def emit(self, event: Event) -> None:
-        doc = self.doc
         if isinstance(event, StudyPlanned):
-            doc["iterations_per_epoch"] = event.iterations_per_epoch
+            self.iterations_per_epoch = event.iterations_per_epoch
             for planned in event.trials:
-                trial: dict[str, Any] = {
-                    "trial_id": planned.trial_id,
-                    "arm": planned.arm,
-                    "seed": planned.seed,
-                    "state": "pending",
-                    "error": None,
-                    "node_id": None,
-                    "iterations": planned.iterations,
-                    "iterations_done": 0,
-                    "wall_s": None,
-                    "points": [],
-                }
-                self._trials[planned.trial_id] = trial
-                doc["trials"].append(trial)
+                self.trials[planned.trial_id] = TrialEntry(
+                    planned.trial_id, planned.arm, planned.seed, iterations=planned.iterations
+                )
             for tuning in event.tuning:
                 entry = self._tuning(tuning.arm)
                 entry.update(trials_planned=tuning.trials, max_iterations=tuning.max_iterations)
         elif isinstance(event, RangeTestPoints):
-            if doc["range_test"] is None:
-                spec_test = doc["spec"].get("range_test") or {}
-                doc["range_test"] = {
-                    "points": [],
-                    "stopped_at": None,
-                    "stop_reason": None,
-                    "min_lr": spec_test.get("min_lr"),
-                    "max_lr": spec_test.get("max_lr"),
-                    "ramp": spec_test.get("ramp"),
-                    "node_id": None,
-                }
-            points = doc["range_test"]["points"]
-            seen = points[-1]["iteration"] if points else -1
-            points.extend(_finite(asdict(p)) for p in event.points if p.iteration > seen)
+            if self.range_test is None:
+                self.range_test = RangeTestEntry()
+            _extend(self.range_test.points, event.points)
         elif isinstance(event, RangeTestEnded):
-            if doc["range_test"] is not None:
-                doc["range_test"].update(
-                    stopped_at=event.stopped_at,
-                    stop_reason=event.stop_reason,
-                    node_id=event.node_id,
-                )
+            if self.range_test is not None:
+                self.range_test.stopped_at = event.stopped_at
+                self.range_test.stop_reason = event.stop_reason
+                self.range_test.node_id = event.node_id
         elif isinstance(event, BoundsFound):
-            doc["bounds"] = asdict(event)
+            self.bounds = asdict(event)
         elif isinstance(event, TuningStarted):
             self._tuning(event.arm).update(
                 optuna_study=event.optuna_study,
@@ -173,49 +256,40 @@ class ResultsDocument:
                 "value": event.best_value,
             }
         elif isinstance(event, ArmsResolved):
-            doc["arms"] = event.arms
+            self.arms = event.arms
         elif isinstance(event, TrialStarted):
-            trial = self._trials[event.trial_id]
-            trial.update(state="running", node_id=event.node_id)
+            trial = self.trials[event.trial_id]
+            trial.state, trial.node_id = "running", event.node_id
         elif isinstance(event, EvaluationPoints):
-            trial = self._trials[event.trial_id]
-            points = trial["points"]
-            seen = points[-1]["iteration"] if points else -1
-            points.extend(_finite(asdict(p)) for p in event.points if p.iteration > seen)
-            if points:
-                trial["iterations_done"] = points[-1]["iteration"]
-                trial["wall_s"] = points[-1]["elapsed_s"]
+            trial = self.trials[event.trial_id]
+            _extend(trial.points, event.points)
+            if trial.points:
+                trial.iterations_done = trial.points[-1]["iteration"]
+                trial.wall_s = trial.points[-1]["elapsed_s"]
         elif isinstance(event, TrialEnded):
-            trial = self._trials[event.trial_id]
-            trial.update(
-                state=event.state,
-                error=event.error,
-                iterations_done=max(trial["iterations_done"], event.iterations_done),
-            )
+            trial = self.trials[event.trial_id]
+            trial.state, trial.error = event.state, event.error
+            trial.iterations_done = max(trial.iterations_done, event.iterations_done)
             if event.node_id:
-                trial["node_id"] = event.node_id
-            if trial["wall_s"] is None or event.state in ("completed", "diverged"):
-                trial["wall_s"] = event.wall_s
+                trial.node_id = event.node_id
+            if trial.wall_s is None or event.state in ("completed", "diverged"):
+                trial.wall_s = event.wall_s
         self._maybe_write(force=isinstance(event, WRITTEN_AT_ONCE))
 
     def _tuning(self, arm: str) -> dict[str, Any]:
         """The tuning section's entry of `arm`, made when it is first heard of."""
-        tuning: dict[str, dict[str, Any]] = self.doc["tuning"]
-        if arm not in tuning:
-            tuning[arm] = planned_tuning()
-        return tuning[arm]
+        if arm not in self.tuning:
+            self.tuning[arm] = planned_tuning()
+        return self.tuning[arm]
 
     def finish(self, status: str, error: str | None = None) -> dict[str, Any]:
         """Mark the study ended; trials that never ran are cancelled; write the file."""
-        self.doc.update(
-            status=status,
-            error=error,
-            finished_at=_now(),
-            wall_s=time.monotonic() - self._started,
-        )
-        for trial in self.doc["trials"]:
-            if trial["state"] not in TERMINAL_TRIAL_STATES:
-                trial["state"] = "cancelled" if status != "failed" else "failed"
+        self.status, self.error = status, error
+        self.finished_at = _now()
+        self.wall_s = time.monotonic() - self._started
+        for trial in self.trials.values():
+            if trial.state not in TERMINAL_TRIAL_STATES:
+                trial.state = "cancelled" if status != "failed" else "failed"
         self._maybe_write(force=True)
         return self.doc
 
@@ -227,6 +301,14 @@ class ResultsDocument:
             return
         self._written = now
         write_json(self.path, self.doc)
+
+
+def _extend(
+    points: list[dict[str, Any]], new: Sequence[EvalPoint] | Sequence[RangeTestPoint]
+) -> None:
+    """Add the points past the last one held: a resumed trial reports some again."""
+    seen = points[-1]["iteration"] if points else -1
+    points.extend(point_entry(p) for p in new if p.iteration > seen)
 
 
 def write_json(path: Path, document: dict[str, Any]) -> None:

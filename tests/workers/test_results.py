@@ -1,4 +1,4 @@
-"""ResultsDocument folds a tuned arm's search into results.json's "tuning" section."""
+"""The results document: its one builder, and ResultsDocument folding events into it."""
 
 from __future__ import annotations
 
@@ -9,14 +9,20 @@ from typing import Any
 
 from workers.events import (
     ArmsResolved,
+    EvalPoint,
+    EvaluationPoints,
     PlannedTrial,
     PlannedTuning,
+    RangeTestPoint,
+    RangeTestPoints,
     StudyPlanned,
+    TrialEnded,
+    TrialStarted,
     TuningEnded,
     TuningStarted,
     TuningTrialEnded,
 )
-from workers.results import ResultsDocument
+from workers.results import RangeTestEntry, ResultsDocument, TrialEntry, results_document
 
 SPEC: dict[str, Any] = {"name": "digits", "arms": [{"name": "fixed-tuned"}], "seeds": [0]}
 SPACE = {"lr": {"type": "float", "low": 0.0001, "high": 1.0, "log": True}}
@@ -93,3 +99,76 @@ def test_a_trial_told_twice_is_listed_once() -> None:
     assert trials[1]["node_id"] == "node-a"  # a replay does not know the node
     other = document.doc["tuning"]["other"]
     assert (other["optuna_study"], other["trials_planned"], len(other["trials"])) == (None, None, 1)
+
+
+def eval_point(iteration: int, accuracy: float = 0.5) -> EvalPoint:
+    train_loss = None if iteration == 0 else 1.0
+    return EvalPoint(iteration, iteration / 20, 0.05, train_loss, accuracy, 0.9, iteration / 100)
+
+
+def test_the_one_builder_gives_every_documented_key() -> None:
+    spec = {**SPEC, "range_test": {"min_lr": 0.001, "max_lr": 2.0, "ramp": "linear"}}
+    document = results_document(
+        spec,
+        study_id="s1",
+        status="succeeded",
+        error=None,
+        started_at="2026-01-01T00:00:00+00:00",
+        finished_at="2026-01-01T00:01:00+00:00",
+        wall_s=60.0,
+        iterations_per_epoch=21,
+        range_test=RangeTestEntry([{"iteration": 0}], 1, "completed", "node-a"),
+        bounds=None,
+        arms={},
+        tuning={},
+        trials=[TrialEntry("a-s0", "a", 0, iterations=60, points=[{"iteration": 0}])],
+    )
+    assert list(document) == [
+        "format", "study_id", "status", "error", "spec", "started_at", "finished_at", "wall_s",
+        "iterations_per_epoch", "range_test", "bounds", "arms", "tuning", "trials",
+    ]  # fmt: skip
+    assert document["format"] == 1
+    # The sweep's settings are the spec's.
+    assert document["range_test"] == {
+        "points": [{"iteration": 0}], "stopped_at": 1, "stop_reason": "completed",
+        "min_lr": 0.001, "max_lr": 2.0, "ramp": "linear", "node_id": "node-a",
+    }  # fmt: skip
+    assert document["trials"] == [
+        {"trial_id": "a-s0", "arm": "a", "seed": 0, "state": "pending", "error": None,
+         "node_id": None, "iterations": 60, "iterations_done": 0, "wall_s": None,
+         "points": [{"iteration": 0}]},
+    ]  # fmt: skip
+
+
+def test_a_range_test_that_reported_nothing_has_no_section() -> None:
+    assert ResultsDocument(SPEC).doc["range_test"] is None
+    document = ResultsDocument(SPEC)
+    document.emit(RangeTestPoints((RangeTestPoint(0, 0.001, 2.3, 2.3, 0.1, 2.3),)))
+    document.emit(RangeTestPoints((RangeTestPoint(1, 0.002, math.inf, math.inf),)))
+    section = document.doc["range_test"]
+    assert [p["iteration"] for p in section["points"]] == [0, 1]
+    assert section["points"][1]["loss"] is None  # no infinity in JSON
+    assert section["stop_reason"] is None
+
+
+def test_a_resumed_trial_keeps_each_point_once_and_unfinished_trials_end_cancelled() -> None:
+    document = ResultsDocument(SPEC)
+    trials = (PlannedTrial("a-s0", "a", 0, 40), PlannedTrial("a-s1", "a", 1, 40))
+    document.emit(StudyPlanned(21, trials))
+    document.emit(TrialStarted("a-s0", "a", 0, 40, "node-a"))
+    document.emit(EvaluationPoints("a-s0", (eval_point(0), eval_point(20))))
+    # The trial's process died; it resumed on another node and reports iteration 20 again.
+    document.emit(TrialStarted("a-s0", "a", 0, 40, "node-b"))
+    document.emit(EvaluationPoints("a-s0", (eval_point(20), eval_point(40, 0.8))))
+    document.emit(TrialEnded("a-s0", "completed", 40, 0.5, node_id="node-b"))
+    doc = document.finish("cancelled")
+    first, second = doc["trials"]
+    assert [p["iteration"] for p in first["points"]] == [0, 20, 40]
+    assert (first["state"], first["node_id"]) == ("completed", "node-b")
+    assert first["iterations_done"] == 40
+    assert first["wall_s"] == 0.5  # a completed trial's own time, not its last point's
+    assert (second["state"], second["iterations_done"], second["points"]) == ("cancelled", 0, [])
+    assert doc["status"] == "cancelled" and doc["wall_s"] is not None
+    failed = ResultsDocument(SPEC)
+    failed.emit(StudyPlanned(21, trials))
+    assert {t["state"] for t in failed.finish("failed", "boom")["trials"]} == {"failed"}
