@@ -152,6 +152,46 @@ def test_accuracy_rule_on_an_exponential_ramp_interpolates_on_log_scale() -> Non
     assert bounds.max_lr == pytest.approx(10**-2.1, rel=0.15)
 
 
+@pytest.mark.parametrize(
+    ("ramp", "base_lr", "max_lr"),
+    [
+        # On the ramp's log scale: 10**-3 + 0.5 decade, 10**0 + 0.625 decade.
+        ("exponential", 10**-2.5, 10**0.625),
+        # Linear: halfway from 0.001 to 0.01, 0.625 of the way from 1 to 10.
+        ("linear", 0.0055, 6.625),
+    ],
+)
+def test_crossings_are_interpolated_exactly_on_the_ramps_scale(
+    ramp: str, base_lr: float, max_lr: float
+) -> None:
+    # Evaluations one decade apart, from 1e-5 to 10. Accuracies in steps, which the median
+    # keeps and the mean of three spreads: 0.1 0.1 0.1 | 0.26 0.26 | 0.9 0.9 smooths to
+    # 0.1 0.1 0.46/3 0.62/3 1.42/3 2.06/3 0.9. Start 0.1, rise 0.8: base_lr is where the
+    # curve crosses 0.18, halfway from 0.46/3 (lr 1e-3) to 0.62/3 (lr 1e-2); max_lr where it
+    # crosses 0.82, at 0.4/3 / (0.64/3) = 0.625 of the way from 2.06/3 (lr 1) to 0.9 (lr 10).
+    eval_lrs = tuple(10.0**k for k in range(-5, 2))
+    accuracies = (0.1, 0.1, 0.1, 0.26, 0.26, 0.9, 0.9)
+    result = RangeTestResult(
+        min_lr=1e-5,
+        max_lr=10.0,
+        ramp=ramp,
+        iterations=61,
+        lrs=tuple(lr_ramp(i, 1e-5, 10.0, 61, ramp) for i in range(61)),
+        losses=(2.3,) * 61,
+        smoothed_losses=(2.3,) * 61,
+        eval_iterations=tuple(range(0, 61, 10)),
+        eval_lrs=eval_lrs,
+        accuracies=accuracies,
+        eval_losses=(2.3,) * 7,
+        stopped_at=61,
+        stop_reason="completed",
+    )
+    bounds = suggest_bounds(result)
+    assert bounds.method == "accuracy"
+    assert bounds.base_lr == pytest.approx(base_lr, rel=1e-9)
+    assert bounds.max_lr == pytest.approx(max_lr, rel=1e-9)
+
+
 def test_ragged_accuracy_ends_the_range_before_its_later_peak() -> None:
     def ragged(lr: float) -> float:
         # Rises to 70% at 0.03, collapses to 45% at 0.04, recovers to 90% at 0.06.
