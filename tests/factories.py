@@ -156,3 +156,102 @@ def report_row(report: dict[str, Any], arm: str) -> dict[str, Any]:
     """The report's row of `arm`."""
     row: dict[str, Any] = next(r for r in report["arms"] if r["arm"] == arm)
     return row
+
+
+def against_baseline_results() -> dict[str, Any]:
+    """Arms better and worse than the baseline, with figures worked out by hand.
+
+    Target 0.9 (the spec's); evaluations every 100 iterations from 100; two seeds per arm.
+    - fixed (baseline): crosses at 200 (0.5 -> 0.9), ends at 0.90 and 0.91 (mean 0.905).
+    - fast: at or above 0.9 from its first evaluation, crosses at 100; ends at 0.96 and 0.97.
+    - slow: 0.8 at 400 -> 0.92 at 500 crosses at 400 + 0.1 / 0.12 * 100 = 483.3; ends at 0.92.
+    - weak: never reaches 0.9; ends at 0.84 and 0.85 (mean 0.845).
+    """
+    arms = {
+        "fixed": results_arm("fixed", {"lr": 0.05}),
+        "fast": results_arm("fixed", {"lr": 0.1}),
+        "slow": results_arm("fixed", {"lr": 0.01}),
+        "weak": results_arm("fixed", {"lr": 0.5}),
+    }
+    curves = {
+        "fixed": ([0.5, 0.9, 0.9, 0.9, 0.90], [0.5, 0.9, 0.9, 0.9, 0.91]),
+        "fast": ([0.95, 0.96, 0.96, 0.96, 0.96], [0.95, 0.96, 0.97, 0.97, 0.97]),
+        "slow": ([0.5, 0.6, 0.7, 0.8, 0.92], [0.5, 0.6, 0.7, 0.8, 0.92]),
+        "weak": ([0.5, 0.7, 0.8, 0.84, 0.84], [0.5, 0.7, 0.8, 0.85, 0.85]),
+    }
+    trials = [
+        results_trial(arm, seed, accuracies)
+        for arm, seeds in curves.items()
+        for seed, accuracies in enumerate(seeds)
+    ]
+    spec = {"name": "digits", "baseline": "fixed", "target_accuracy": 0.9}
+    return results_document(arms, trials, spec=spec)
+
+
+def clr_vs_tuned_results(
+    clr_finals: tuple[float, float], tuned_finals: tuple[float, float], range_test: int
+) -> dict[str, Any]:
+    """A baseline, a CLR arm whose bounds come from a range test of `range_test` iterations,
+    and a fixed-LR arm tuned by a search of 2 trials of 250 iterations (500 in all).
+
+    Target 0.8 (the spec's); trials of 500 iterations, two seeds per arm, evaluated every 100
+    from 100. The CLR arm crosses 0.8 at 300 (0.7 -> 0.8), the tuned one at 175
+    (0.5 -> 0.9), the baseline at 400 (0.7 -> 0.8). Cost: CLR range_test + 1,000, tuned
+    500 + 1,000 = 1,500, baseline 1,000.
+    """
+    arms = {
+        "sgd-fixed": results_arm("fixed", {"lr": 0.01}, tuned=[]),
+        "sgd-triangular": results_arm(
+            "triangular",
+            {"base_lr": 0.02, "max_lr": 0.08, "step_size": 100},
+            ["base_lr", "max_lr"],
+            tuned=[],
+        ),
+        "sgd-fixed-tuned": results_arm("fixed", {"lr": 0.05}, tuned=["lr"]),
+    }
+    trials = []
+    for seed in (0, 1):
+        trials += [
+            results_trial("sgd-fixed", seed, [0.5, 0.6, 0.7, 0.8, 0.8]),
+            results_trial("sgd-triangular", seed, [0.5, 0.7, 0.8, 0.8, clr_finals[seed]]),
+            results_trial("sgd-fixed-tuned", seed, [0.5, 0.9, 0.9, 0.9, tuned_finals[seed]]),
+        ]
+    search = {
+        "optuna_study": "clrstudy-st_1/sgd-fixed-tuned",
+        "trials_planned": 2,
+        "max_iterations": 500,
+        "space": {"lr": {"type": "float", "low": 0.001, "high": 1.0, "log": True}},
+        "trials": [
+            {
+                "number": number,
+                "params": {"lr": lr},
+                "state": "completed",
+                "iterations_done": 250,
+                "value": value,
+                "wall_s": 5.0,
+                "error": None,
+                "node_id": None,
+            }
+            for number, lr, value in ((0, 0.2, 0.85), (1, 0.05, 0.9))
+        ],
+        "best": {"number": 1, "params": {"lr": 0.05}, "value": 0.9},
+    }
+    test = {
+        "points": [],
+        "stopped_at": range_test,
+        "stop_reason": "completed",
+        "min_lr": 0.001,
+        "max_lr": 1.0,
+        "ramp": "linear",
+        "node_id": None,
+    }
+    bounds = {"base_lr": 0.02, "max_lr": 0.08, "method": "accuracy", "reason": "rise"}
+    spec = {"name": "digits", "baseline": "sgd-fixed", "target_accuracy": 0.8}
+    return results_document(
+        arms,
+        trials,
+        spec=spec,
+        range_test=test,
+        bounds=bounds,
+        tuning={"sgd-fixed-tuned": search},
+    )

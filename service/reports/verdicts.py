@@ -82,9 +82,9 @@ def cost_note(range_test: int, shared_by: Sequence[str]) -> str:
     )
 
 
-def verdicts(report: Mapping[str, Any], clr_vs_tuned: Mapping[str, Any] | None) -> list[str]:
+def verdicts(report: Mapping[str, Any], match: Mapping[str, Any] | None) -> list[str]:
     """The report's verdict lines: progress, iterations to target against the baseline, CLR
-    against tuned fixed LR (`clr_vs_tuned`, from comparison), Welch's tests, failures."""
+    against tuned fixed LR (`match`: comparison's `clr_vs_tuned`), Welch's tests, failures."""
     rows: Sequence[Mapping[str, Any]] = report["arms"]
     baseline = report["baseline"]
     trials = report["trials"]
@@ -102,8 +102,8 @@ def verdicts(report: Mapping[str, Any], clr_vs_tuned: Mapping[str, Any] | None) 
         lines.append(f"No target accuracy yet: the baseline ({baseline}) has no finished seed.")
     base = next(r for r in rows if r["arm"] == baseline)
     lines += _reach_lines(report, rows, base)
-    if clr_vs_tuned is not None:
-        lines += _clr_vs_tuned(report, clr_vs_tuned)
+    if match is not None:
+        lines += _clr_vs_tuned(report, match)
     for row in rows:
         welch = row["welch"]
         if welch is not None and welch["p_value"] is not None:

@@ -38,6 +38,18 @@ def test_curve_that_never_stays_above_target_has_no_crossing() -> None:
     assert iterations_to_target([], [], 0.8) is None
 
 
+def test_a_nan_accuracy_never_counts_as_above_the_target() -> None:
+    nan = math.nan
+    assert iterations_to_target(ITS, [0.5, nan, nan, nan], 0.8) is None
+    # Above at 200, NaN at 300: no stay; the NaN at 300 is not "still above" either.
+    assert iterations_to_target(ITS, [0.5, 0.9, nan, 0.7], 0.8) is None
+    assert iterations_to_target(ITS, [0.5, 0.9, nan, 0.9], 0.8) == 400  # the last one counts
+
+
+def test_a_crossing_after_a_nan_is_not_interpolated_from_it() -> None:
+    assert iterations_to_target(ITS, [0.5, math.nan, 0.9, 0.92], 0.8) == 300
+
+
 def test_crossing_refuses_mismatched_lengths() -> None:
     with pytest.raises(ValueError, match="same length"):
         iterations_to_target(ITS, [0.5], 0.8)
