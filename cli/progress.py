@@ -15,7 +15,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Column
 
 from workers.events import (
     BoundsFound,
@@ -47,22 +55,28 @@ class StudyBars:
 
     def __init__(self, console: Console) -> None:
         self.console = console
+        # The bars and counts keep their width; a long note is cut short instead.
         self.progress = Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            "{task.fields[info]}",
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(bar_width=20),
+            MofNCompleteColumn(table_column=Column(no_wrap=True)),
+            TimeElapsedColumn(table_column=Column(no_wrap=True)),
+            TextColumn(
+                "{task.fields[info]}",
+                table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1),
+            ),
             console=console,
+            expand=True,
             transient=False,
         )
         self.trials = self.progress.add_task("trials", total=None, info="")
         self.iterations = self.progress.add_task("iterations", total=None, info="")
         self.tuning: TaskID | None = None  # added when the study has tuned arms
-        self.current_phase = ""
+        self.shown: list[str] = []  # the phases shown, in order
         self.started = time.monotonic()
 
     def __enter__(self) -> StudyBars:
+        self.started = time.monotonic()
         self.progress.start()
         return self
 
@@ -75,8 +89,8 @@ class StudyBars:
 
     def phase(self, name: str) -> None:
         """Print `name` with the seconds since the display started, once per change."""
-        if name != self.current_phase:
-            self.current_phase = name
+        if not self.shown or name != self.shown[-1]:
+            self.shown.append(name)
             self.note(f"{time.monotonic() - self.started:6.0f} s  {name}")
 
     def plan(self, trials: int, iterations: int, tuning_trials: int = 0) -> None:
@@ -240,8 +254,16 @@ class ViewProgress:
             progress.get("tuning_trials_done"),
         )
         bars.best(progress.get("best_accuracy") or {})
+        label = phase_label(view)
+        # A phase shorter than a poll is still named: bounds mean the range test ran, a
+        # tuning total that the search began (once the study is past waiting).
         bounds = view.get("bounds")
         if bounds and not self.bounds_shown:
             self.bounds_shown = True
+            if PHASE_WORDS["range_test"] not in bars.shown:
+                bars.phase(PHASE_WORDS["range_test"])
             bars.bounds(bounds["base_lr"], bounds["max_lr"], bounds["method"], bounds["reason"])
-        bars.phase(phase_label(view))
+        tuned = progress.get("tuning_trials_total", 0) and progress.get("tuning_trials_done", 0)
+        if tuned and PHASE_WORDS["tuning"] not in bars.shown:
+            bars.phase(PHASE_WORDS["tuning"])
+        bars.phase(label)
