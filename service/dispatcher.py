@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from service.db import DatabaseUnavailable
@@ -38,12 +39,14 @@ class Dispatcher:
         *,
         interval_s: float = 1.0,
         cancel_grace_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.cluster = cluster
         self.settings = settings
         self.interval_s = interval_s
         self.cancel_grace_s = cancel_grace_s
+        self.clock = clock  # seconds, for the cancel grace
         self._cancel_seen: dict[str, float] = {}
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -95,8 +98,8 @@ class Dispatcher:
             elif status in ("SUCCEEDED", "FAILED", "STOPPED"):
                 self._job_ended(jobs, study, status)
             elif study.cancel_requested:
-                first = self._cancel_seen.setdefault(study.id, time.monotonic())
-                if time.monotonic() - first > self.cancel_grace_s:
+                first = self._cancel_seen.setdefault(study.id, self.clock())
+                if self.clock() - first > self.cancel_grace_s:
                     log.info("stopping the Ray job of cancelled study %s", study.id)
                     jobs.stop_job(submission_id(study.id))
 

@@ -1,35 +1,342 @@
-"""The dispatcher's end of a study whose driver died: its Optuna searches are closed."""
+"""The dispatcher's branches against a fake Ray Jobs client and a real database: starting
+queued studies up to the cap, a failed submission, reconciling with what Ray says, the cancel
+grace, and the end of a study whose driver died (its Optuna searches are closed)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import enum
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
 from optuna.trial import TrialState
+from sqlalchemy import update
 
-from service.db import make_engine, upgrade
-from service.dispatcher import Dispatcher
+from service.dispatcher import LOG_TAIL_CHARS, Dispatcher, submission_id
 from service.driver import tuning_storage, tuning_study_prefix
-from service.ray_cluster import RayCluster
+from service.models import Study, utcnow
+from service.ray_cluster import RayCluster, RayUnavailable
 from service.settings import Settings
-from service.store import Store
-from tests.factories import tuned_spec
+from service.store import Store, StudyRecord
+from tests.factories import study_spec, tuned_spec
 from workers.tuning import ITERATIONS_ATTR, STATE_ATTR, open_storage
 
 SPEC = tuned_spec()
+GRACE_S = 30.0
+
+
+class JobStatus(enum.Enum):
+    """Ray's JobStatus values (the dispatcher reads `.value`)."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    STOPPED = "STOPPED"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+
+class FakeJobs:
+    """Ray's JobSubmissionClient as the dispatcher uses it: jobs by submission id."""
+
+    def __init__(self) -> None:
+        self.status: dict[str, JobStatus] = {}
+        self.submitted: list[dict[str, Any]] = []
+        self.stopped: list[str] = []
+        self.logs: dict[str, str] = {}
+        self.submit_error: Exception | None = None
+        self.status_error: Exception | None = None
+
+    def submit_job(self, *, entrypoint: str, submission_id: str, metadata: dict) -> str:
+        if self.submit_error is not None:
+            raise self.submit_error
+        self.submitted.append(
+            {"entrypoint": entrypoint, "submission_id": submission_id, "metadata": metadata}
+        )
+        self.status[submission_id] = JobStatus.PENDING
+        return submission_id
+
+    def get_job_status(self, job_id: str) -> JobStatus:
+        if self.status_error is not None:
+            raise self.status_error
+        if job_id not in self.status:
+            raise RuntimeError(f"Request failed with status code 404: Job {job_id} does not exist.")
+        return self.status[job_id]
+
+    def stop_job(self, job_id: str) -> bool:
+        self.stopped.append(job_id)
+        return True
+
+    def get_job_logs(self, job_id: str) -> str:
+        return self.logs[job_id]  # a KeyError stands for logs Ray could not give
+
+
+class FakeCluster:
+    """The RayCluster part the dispatcher uses: a Jobs client, counted."""
+
+    def __init__(self, jobs: FakeJobs) -> None:
+        self.fake_jobs = jobs
+        self.clients = 0
+
+    def jobs(self) -> FakeJobs:
+        self.clients += 1
+        return self.fake_jobs
+
+
+class Clock:
+    """Seconds that a test moves on by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 @pytest.fixture
-def store(db_url: str) -> Iterator[Store]:
-    upgrade(db_url)
-    engine = make_engine(db_url)
-    yield Store(engine)
-    engine.dispose()
+def jobs() -> FakeJobs:
+    return FakeJobs()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def settings(db_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        _env_file=None,
+        database_url=db_url,
+        storage_path=str(tmp_path / "ray"),
+        max_running_studies=2,
+    )
+
+
+@pytest.fixture
+def dispatcher(store: Store, jobs: FakeJobs, settings: Settings, clock: Clock) -> Dispatcher:
+    return Dispatcher(
+        store,
+        FakeCluster(jobs),
+        settings,
+        cancel_grace_s=GRACE_S,
+        clock=clock,
+    )
+
+
+def queue(store: Store, count: int, owner: str = "alice") -> list[str]:
+    """`count` queued studies of `owner`, oldest first."""
+    key, _ = store.create_api_key(owner)
+    return [
+        store.create_study(key.owner.id, study_spec(), f"study {i}")[0].id for i in range(count)
+    ]
+
+
+def status(store: Store, study_id: str) -> str:
+    study = store.get_study(study_id)
+    assert study is not None
+    return study.status
+
+
+def study(store: Store, study_id: str) -> StudyRecord:
+    record = store.get_study(study_id)
+    assert record is not None
+    return record
+
+
+# --- starting queued studies ------------------------------------------------------------------
+
+
+def test_queued_studies_start_oldest_first_up_to_the_cap(
+    store: Store, dispatcher: Dispatcher, jobs: FakeJobs
+) -> None:
+    first, second, third = queue(store, 3)
+    dispatcher.tick()
+    assert [status(store, s) for s in (first, second, third)] == ["running", "running", "queued"]
+    assert [job["submission_id"] for job in jobs.submitted] == [
+        submission_id(first),
+        submission_id(second),
+    ]
+    assert jobs.submitted[0]["entrypoint"] == f"python -m service.driver {first}"
+    assert jobs.submitted[0]["metadata"] == {"study_id": first, "study_name": "study 0"}
+    assert study(store, first).submission_id == f"clrstudy-{first}"
+    dispatcher.tick()  # at the cap: nothing more starts
+    assert status(store, third) == "queued" and len(jobs.submitted) == 2
+    # The first study's driver records its end and its job succeeds: a place is free.
+    assert store.transition(first, "succeeded", expected={"running"})
+    jobs.status[submission_id(first)] = JobStatus.SUCCEEDED
+    dispatcher.tick()
+    assert status(store, third) == "running"
+    assert status(store, first) == "succeeded"  # reconcile left the driver's end as it was
+    assert dispatcher.cluster.clients == 1  # one client, kept
+
+
+def test_the_cap_counts_every_owners_running_studies(
+    store: Store, dispatcher: Dispatcher, jobs: FakeJobs
+) -> None:
+    (alices,) = queue(store, 1, "alice")
+    dispatcher.tick()
+    bobs = queue(store, 2, "bob")
+    dispatcher.tick()
+    assert [status(store, s) for s in (alices, *bobs)] == ["running", "running", "queued"]
+
+
+def test_a_failed_submission_fails_its_study_and_the_next_still_starts(
+    store: Store, dispatcher: Dispatcher, jobs: FakeJobs
+) -> None:
+    first, second = queue(store, 2)
+    jobs.submit_error = RuntimeError("connection refused")
+    dispatcher.tick()
+    for study_id in (first, second):
+        failed = study(store, study_id)
+        assert failed.status == "failed" and failed.submission_id is None
+        assert failed.error == "submitting to Ray: connection refused"
+    jobs.submit_error = None
+    (third,) = queue(store, 1, "bob")
+    dispatcher.tick()
+    assert status(store, third) == "running"
+
+
+# --- reconciling with Ray ---------------------------------------------------------------------
+
+
+def test_a_running_study_whose_job_vanished_fails(
+    store: Store, dispatcher: Dispatcher, jobs: FakeJobs
+) -> None:
+    (study_id,) = queue(store, 1)
+    dispatcher.tick()
+    del jobs.status[submission_id(study_id)]  # the Ray cluster restarted
+    dispatcher.tick()
+    ended = study(store, study_id)
+    assert ended.status == "failed"
+    assert ended.error == "its Ray job vanished (the Ray cluster restarted?)"
+
+
+def test_a_claimed_study_not_yet_submitted_waits_a_minute(
+    store: Store, dispatcher: Dispatcher, jobs: FakeJobs
+) -> None:
+    (study_id,) = queue(store, 1)
+    # Another process claimed it (running, no submission id) and has not submitted it yet.
+    assert store.transition(study_id, "running", expected={"queued"})
+    dispatcher.tick()
+    assert status(store, study_id) == "running" and jobs.submitted == []
+    with store.engine.begin() as connection:
+        connection.execute(
+            update(Study)
+            .where(Study.id == study_id)
+            .values(started_at=utcnow() - timedelta(seconds=61))
+        )
+    dispatcher.tick()
+    assert study(store, study_id).error == "its Ray job vanished (the Ray cluster restarted?)"
+
+
+@pytest.mark.parametrize("ray_status", [JobStatus.FAILED, JobStatus.SUCCEEDED])
+def test_a_job_that_ended_without_its_driver_recording_it_fails_with_its_logs(
+    store: Store, dispatcher: Dispatcher, jobs: FakeJobs, ray_status: JobStatus
+) -> None:
+    (study_id,) = queue(store, 1)
+    dispatcher.tick()
+    sid = submission_id(study_id)
+    jobs.status[sid] = ray_status
+    jobs.logs[sid] = "x" * LOG_TAIL_CHARS + "Traceback: out of memory"
+    dispatcher.tick()
+    ended = study(store, study_id)
+    assert ended.status == "failed"
+    tail = ("x" * LOG_TAIL_CHARS + "Traceback: out of memory")[-LOG_TAIL_CHARS:]
+    assert ended.error == f"its Ray job ended ({ray_status.value}) without a result:\n{tail}"
+
+
+def test_a_job_whose_logs_are_gone_still_ends_its_study(
+    store: Store, dispatcher: Dispatcher, jobs: FakeJobs
+) -> None:
+    (study_id,) = queue(store, 1)
+    dispatcher.tick()
+    jobs.status[submission_id(study_id)] = JobStatus.FAILED  # and no logs
+    dispatcher.tick()
+    assert study(store, study_id).error == "its Ray job ended (FAILED) without a result:\n"
+
+
+def test_a_stopped_job_or_a_cancel_request_ends_as_cancelled(
+    store: Store, dispatcher: Dispatcher, jobs: FakeJobs
+) -> None:
+    stopped, flagged = queue(store, 2)
+    dispatcher.tick()
+    jobs.status[submission_id(stopped)] = JobStatus.STOPPED
+    assert store.request_cancel(flagged) is not None
+    jobs.status[submission_id(flagged)] = JobStatus.FAILED  # killed while cancelling
+    dispatcher.tick()
+    for study_id in (stopped, flagged):
+        ended = study(store, study_id)
+        assert (ended.status, ended.error) == ("cancelled", None)
+
+
+def test_a_study_the_driver_ended_is_left_as_it_is(
+    store: Store, dispatcher: Dispatcher, jobs: FakeJobs
+) -> None:
+    (study_id,) = queue(store, 1)
+    dispatcher.tick()
+    assert store.transition(study_id, "failed", expected={"running"}, error="diverged data")
+    jobs.status[submission_id(study_id)] = JobStatus.FAILED
+    dispatcher.tick()
+    assert study(store, study_id).error == "diverged data"
+
+
+def test_an_unreachable_jobs_api_raises_unavailable_and_changes_nothing(
+    store: Store, dispatcher: Dispatcher, jobs: FakeJobs
+) -> None:
+    (study_id,) = queue(store, 1)
+    dispatcher.tick()
+    jobs.status_error = RuntimeError("Request failed with status code 502")
+    with pytest.raises(RayUnavailable, match="502"):
+        dispatcher.tick()
+    assert status(store, study_id) == "running"
+
+
+# --- cancelling -------------------------------------------------------------------------------
+
+
+def test_a_cancelled_study_gets_its_job_stopped_after_the_grace(
+    store: Store, dispatcher: Dispatcher, jobs: FakeJobs, clock: Clock
+) -> None:
+    (study_id,) = queue(store, 1)
+    dispatcher.tick()
+    sid = submission_id(study_id)
+    jobs.status[sid] = JobStatus.RUNNING
+    assert store.request_cancel(study_id) is not None
+    dispatcher.tick()  # the first tick that sees the request starts the grace
+    clock.now += GRACE_S
+    dispatcher.tick()
+    assert jobs.stopped == []  # the driver may still end it itself
+    clock.now += 0.5
+    dispatcher.tick()
+    assert jobs.stopped == [sid]
+    jobs.status[sid] = JobStatus.STOPPED
+    dispatcher.tick()
+    assert status(store, study_id) == "cancelled"
+
+
+def test_a_driver_that_ends_its_cancelled_study_in_time_is_not_stopped(
+    store: Store, dispatcher: Dispatcher, jobs: FakeJobs, clock: Clock
+) -> None:
+    (study_id,) = queue(store, 1)
+    dispatcher.tick()
+    jobs.status[submission_id(study_id)] = JobStatus.RUNNING
+    assert store.request_cancel(study_id) is not None
+    dispatcher.tick()
+    clock.now += GRACE_S / 2
+    assert store.transition(study_id, "cancelled", expected={"running"})
+    jobs.status[submission_id(study_id)] = JobStatus.SUCCEEDED
+    clock.now += GRACE_S
+    dispatcher.tick()
+    assert jobs.stopped == [] and status(store, study_id) == "cancelled"
+
+
+# --- the end of a study whose driver died -----------------------------------------------------
 
 
 def test_a_study_failed_mid_search_has_its_running_tuning_trials_closed(
-    store: Store, db_url: str, tmp_path
+    store: Store, db_url: str, tmp_path: Path
 ) -> None:
     owner, _ = store.create_api_key("alice")
     study, _ = store.create_study(owner.owner.id, SPEC, "tuned")
@@ -68,7 +375,7 @@ def test_a_study_failed_mid_search_has_its_running_tuning_trials_closed(
 
 
 def test_a_study_without_tuned_arms_leaves_the_database_without_optuna_tables(
-    store: Store, db_url: str, tmp_path
+    store: Store, db_url: str, tmp_path: Path
 ) -> None:
     owner, _ = store.create_api_key("alice")
     plain = {**SPEC, "arms": SPEC["arms"][:1]}
