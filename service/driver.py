@@ -74,7 +74,14 @@ def _watch_cancel(
 def drive(study_id: str) -> int:
     """Run one study to its end; the exit code says whether it succeeded."""
     settings = get_settings()
-    store = Store(make_engine(settings.database_url))
+    engine = make_engine(settings.database_url)
+    try:
+        return _drive(Store(engine), settings, study_id)
+    finally:
+        engine.dispose()
+
+
+def _drive(store: Store, settings: Settings, study_id: str) -> int:
     study = store.get_study(study_id)
     if study is None or study.status != "running":
         log.error("study %s is not running (%s)", study_id, study and study.status)
@@ -107,6 +114,7 @@ def drive(study_id: str) -> int:
     finally:
         done.set()
         sink.close()
+    watcher.join()
     if cancel.is_set() and status == "succeeded":
         status = "cancelled"
     store.transition(study_id, status, expected={"running"}, error=error, phase="done")

@@ -1,0 +1,151 @@
+"""The Ray job driver without Ray: `drive` on a real database, with the workers' runner
+replaced by a stand-in that reports through the driver's sink (the runner has tests of its own,
+with Ray, in tests/workers)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from service import driver
+from service.settings import Settings, get_settings
+from service.store import Store
+from tests.factories import study_spec
+from workers.events import ArmsResolved, RangeTestPoint, RangeTestPoints, ResultSink
+from workers.runner import RunOptions, StudyFailed, StudyOutcome
+from workers.spec import StudySpec
+
+Run = Callable[[StudySpec, ResultSink, RunOptions, threading.Event], StudyOutcome]
+
+
+@pytest.fixture
+def settings(db_url: str, store: Store, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """The driver's settings, read from its node's environment: this test's database."""
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    monkeypatch.setenv("MAX_SEEDS", "2")
+    monkeypatch.setattr(driver, "CANCEL_POLL_S", 0.01)
+    get_settings.cache_clear()
+    yield get_settings()
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def running(store: Store) -> str:
+    """A study the dispatcher has claimed: running."""
+    key, _ = store.create_api_key("alice")
+    study, _ = store.create_study(key.owner.id, study_spec(), "digits")
+    assert store.transition(study.id, "running", expected={"queued"})
+    return study.id
+
+
+def runner(monkeypatch: pytest.MonkeyPatch, run: Run) -> list[dict[str, Any]]:
+    """Put `run` in the runner's place; the calls it gets."""
+    calls: list[dict[str, Any]] = []
+
+    def run_study(
+        spec: StudySpec, sink: ResultSink, options: RunOptions, *, cancel: threading.Event
+    ) -> StudyOutcome:
+        calls.append({"spec": spec, "options": options})
+        return run(spec, sink, options, cancel)
+
+    monkeypatch.setattr(driver, "run_study", run_study)
+    return calls
+
+
+def test_tuning_storage_is_the_service_database_with_its_password() -> None:
+    settings = Settings(_env_file=None, database_url="postgresql://clr:s3cret@db:5432/clrstudy")
+    assert driver.tuning_storage(settings) == "postgresql+psycopg://clr:s3cret@db:5432/clrstudy"
+    assert driver.tuning_study_prefix("abc") == "clrstudy-abc"
+
+
+def test_a_study_that_succeeds_is_recorded_with_its_phases(
+    store: Store, settings: Settings, running: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    phases = []
+
+    def run(spec: StudySpec, sink: ResultSink, options: RunOptions, cancel: Any) -> StudyOutcome:
+        sink.emit(RangeTestPoints((RangeTestPoint(0, 0.001, 2.3, 2.3),)))
+        phases.append(store.get_study(running).phase)  # type: ignore[union-attr]
+        sink.emit(ArmsResolved({}))
+        phases.append(store.get_study(running).phase)  # type: ignore[union-attr]
+        return StudyOutcome("succeeded")
+
+    calls = runner(monkeypatch, run)
+    assert driver.drive(running) == 0
+    study = store.get_study(running)
+    assert study is not None and (study.status, study.phase, study.error) == (
+        "succeeded",
+        "done",
+        None,
+    )
+    assert phases == ["range_test", "trials"]
+    (call,) = calls
+    assert call["spec"].seeds == [0, 1]  # the stored spec, validated again
+    options = call["options"]
+    assert (options.experiment, options.ray_address) == (running, "auto")
+    assert options.limits == settings.limits()
+    assert options.tuning_study_prefix == f"clrstudy-{running}"
+    assert options.tuning_storage == driver.tuning_storage(settings)
+    results = store.results(running)
+    assert results is not None and len(results["range_test"]["points"]) == 1  # sink flushed
+
+
+def test_a_study_the_runner_fails_is_failed_with_its_reason(
+    store: Store, settings: Settings, running: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def run(*_: Any) -> StudyOutcome:
+        raise StudyFailed("the range test gave no usable bounds")
+
+    runner(monkeypatch, run)
+    assert driver.drive(running) == 1
+    study = store.get_study(running)
+    assert study is not None and study.status == "failed" and study.phase == "done"
+    assert study.error == "the range test gave no usable bounds"
+
+
+def test_a_bug_in_the_runner_still_ends_the_study_as_failed(
+    store: Store, settings: Settings, running: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def run(*_: Any) -> StudyOutcome:
+        raise KeyError("momentum")
+
+    runner(monkeypatch, run)
+    assert driver.drive(running) == 1
+    study = store.get_study(running)
+    assert study is not None and study.status == "failed"
+    assert study.error is not None and "Traceback" in study.error and "KeyError" in study.error
+
+
+def test_a_cancel_request_reaches_the_runner_and_ends_the_study_cancelled(
+    store: Store, settings: Settings, running: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def run(spec: StudySpec, sink: ResultSink, options: RunOptions, cancel: Any) -> StudyOutcome:
+        assert not cancel.is_set()
+        store.request_cancel(running)
+        assert cancel.wait(10), "the driver did not pass the cancel request on"
+        return StudyOutcome("succeeded")  # what a runner stopped in its last trial may say
+
+    runner(monkeypatch, run)
+    assert driver.drive(running) == 0
+    study = store.get_study(running)
+    assert study is not None and study.status == "cancelled" and study.phase == "done"
+
+
+def test_a_study_that_is_not_running_is_not_run(
+    store: Store, settings: Settings, running: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = runner(monkeypatch, lambda *_: StudyOutcome("succeeded"))
+    assert store.transition(running, "failed", expected={"running"}, error="reconciled")
+    assert driver.drive(running) == 1
+    assert driver.drive("no-such-study") == 1
+    assert calls == []
+    study = store.get_study(running)
+    assert study is not None and study.error == "reconciled"
+
+
+def test_main_wants_one_study_id(capsys: pytest.CaptureFixture[str]) -> None:
+    assert driver.main([]) == 2
+    assert "usage: python -m service.driver STUDY_ID" in capsys.readouterr().err
