@@ -172,7 +172,7 @@ def owned_schedule(
 OwnedSchedule = Annotated[ScheduleRecord, Depends(owned_schedule)]
 
 
-def _valid_spec(spec: dict[str, Any], settings: Settings) -> dict[str, Any]:
+def _spec_or_422(spec: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """The template validated as a StudySpec under the server's limits; 422 under body.spec."""
     try:
         valid = validate_spec(spec, settings)
@@ -202,7 +202,7 @@ def create_schedule(
     settings: SettingsDep,
 ) -> ScheduleView:
     """From its first due time on, each due time creates a study from the template."""
-    spec = _valid_spec(body.spec, settings)
+    spec = _spec_or_422(body.spec, settings)
     try:
         schedule = store.create_schedule(
             owner.id,
@@ -256,7 +256,7 @@ def update_schedule(
                 [{"type": "value_error", "loc": ("body", field), "msg": "may not be null"}]
             )
     if "spec" in changes:
-        changes["spec"] = _valid_spec(changes["spec"], settings)
+        changes["spec"] = _spec_or_422(changes["spec"], settings)
     try:
         updated = store.update_schedule(schedule.id, changes, now=utcnow())
     except DuplicateScheduleName as error:

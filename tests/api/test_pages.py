@@ -7,6 +7,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from api.deps import SESSION_COOKIE
+from service.reports.page import STYLESHEET
 from service.store import Store
 
 Headers = dict[str, str]
@@ -30,6 +31,7 @@ def test_without_a_session_the_page_is_a_login_form(
     assert 'id="login"' in page.text and 'type="password"' in page.text
     assert "secret study" not in page.text
     assert "<link" not in page.text and "<script" not in page.text  # self-contained
+    assert page.text.count(STYLESHEET) == 1  # the one shell every page shares
 
 
 def test_login_sets_an_httponly_strict_cookie_and_lists_only_the_owners_studies(
