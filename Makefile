@@ -45,6 +45,14 @@ lint: $(STAMP)
 run: $(STAMP)
 	$(BIN)/clrstudy demo
 
+# Mutation testing of clr/ and service/reports/ (mutmut; settings in setup.cfg). Slow: it is
+# not part of `make test` nor of CI. MUTATE_JOBS: test processes at once.
+MUTATE_JOBS ?= 2
+.PHONY: mutate
+mutate: $(STAMP)
+	$(BIN)/mutmut run --max-children $(MUTATE_JOBS)
+	$(BIN)/mutmut results
+
 bench: $(STAMP)
 	$(BIN)/python bench/engine_vs_raw.py
 	$(BIN)/python bench/parallel_trials.py
