@@ -67,7 +67,7 @@ def finite(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def _finite(record: dict[str, Any]) -> dict[str, Any]:
+def _json_numbers(record: dict[str, Any]) -> dict[str, Any]:
     # The loss that stopped a range test (NaN or inf) travels as null.
     return {k: finite(v) if isinstance(v, float) else v for k, v in record.items()}
 
@@ -103,7 +103,7 @@ TRIAL_ENTRY_FIELDS = tuple(f.name for f in fields(TrialEntry))
 
 def point_entry(point: EvalPoint | RangeTestPoint) -> dict[str, Any]:
     """A point as the document holds it."""
-    return _finite(asdict(point))
+    return _json_numbers(asdict(point))
 
 
 def results_document(
@@ -239,7 +239,7 @@ class ResultsDocument:
             )
         elif isinstance(event, TuningTrialEnded):
             tuning_trials = self._tuning(event.arm)["trials"]
-            record = _finite({k: v for k, v in asdict(event).items() if k != "arm"})
+            record = _json_numbers({k: v for k, v in asdict(event).items() if k != "arm"})
             # The same trial again (told twice, or again by a restarted search, which knows
             # no nodes) replaces it, keeping its node; the list stays sorted by number.
             for earlier in tuning_trials:

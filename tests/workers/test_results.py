@@ -22,7 +22,7 @@ from workers.events import (
     TuningStarted,
     TuningTrialEnded,
 )
-from workers.results import RangeTestEntry, ResultsDocument, TrialEntry, results_document
+from workers.results import RangeTestEntry, ResultsDocument, TrialEntry, finite, results_document
 
 SPEC: dict[str, Any] = {"name": "digits", "arms": [{"name": "fixed-tuned"}], "seeds": [0]}
 SPACE = {"lr": {"type": "float", "low": 0.0001, "high": 1.0, "log": True}}
@@ -172,3 +172,10 @@ def test_a_resumed_trial_keeps_each_point_once_and_unfinished_trials_end_cancell
     failed = ResultsDocument(SPEC)
     failed.emit(StudyPlanned(21, trials))
     assert {t["state"] for t in failed.finish("failed", "boom")["trials"]} == {"failed"}
+
+
+def test_finite_keeps_finite_numbers_only() -> None:
+    values = (3, 0.5, math.nan, math.inf, -math.inf)
+    assert [finite(v) for v in values] == [3.0, 0.5, None, None, None]
+    assert [finite(v) for v in (None, True, "0.5")] == [None, None, None]
+    assert isinstance(finite(3), float)
