@@ -26,6 +26,7 @@ from rich.progress import (
 from rich.table import Column
 
 from workers.events import (
+    ArmsResolved,
     BoundsFound,
     EvaluationPoints,
     Event,
@@ -33,7 +34,6 @@ from workers.events import (
     ResultSink,
     StudyPlanned,
     TrialEnded,
-    TrialStarted,
     TuningEnded,
     TuningStarted,
     TuningTrialEnded,
@@ -161,16 +161,16 @@ class ProgressDisplay:
             total = sum(t.iterations for t in event.trials)
             bars.plan(len(event.trials), total, sum(t.trials for t in event.tuning))
         elif isinstance(event, TuningStarted | TuningTrialEnded | TuningEnded):
-            bars.phase("tuning")
+            bars.phase(PHASE_WORDS["tuning"])
             self._show_tuning(event)
         elif isinstance(event, RangeTestPoints) and event.points:
-            bars.phase("range test")
+            bars.phase(PHASE_WORDS["range_test"])
             last = event.points[-1]
             bars.info(f"range test: iteration {last.iteration + 1}, lr {last.lr:.3g}")
         elif isinstance(event, BoundsFound):
             bars.bounds(event.base_lr, event.max_lr, event.method, event.reason)
-        elif isinstance(event, TrialStarted):
-            bars.phase("trials")
+        elif isinstance(event, ArmsResolved):  # as the service's driver marks its phase
+            bars.phase(PHASE_WORDS["trials"])
         elif isinstance(event, EvaluationPoints) and event.points:
             arm = event.trial_id.rsplit("-s", 1)[0]
             best = max(p.accuracy for p in event.points)
