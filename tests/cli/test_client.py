@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -185,3 +188,19 @@ def test_the_client_follows_a_study_as_the_demo_does(
         assert view["finished_at"] is not None and view["status"] == "succeeded"
         with pytest.raises(ClientError, match=r"^404"):
             client.study("no-such-study")
+
+
+def test_the_client_commands_need_nothing_of_the_service() -> None:
+    code = (
+        "import sys\n"
+        "from cli.main import main\n"
+        "assert main(['status', 'x']) == 2\n"  # no token: refused before any request
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('service', 'api'))\n"
+        "assert not loaded, loaded\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLRSTUDY_")}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "set CLRSTUDY_TOKEN" in result.stderr
