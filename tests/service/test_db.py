@@ -66,8 +66,10 @@ def test_importing_the_service_imports_neither_migrations_nor_the_layers_above()
     assert result.returncode == 0, result.stderr
 
 
-def test_an_installed_copy_finds_its_own_migrations(tmp_path: Path) -> None:
-    """A non-editable install (as the Docker image has) ships and finds the scripts."""
+def test_an_installed_copy_has_every_package_and_finds_its_own_migrations(
+    tmp_path: Path,
+) -> None:
+    """A non-editable install (as the Docker image has) ships every layer and the scripts."""
     source = tmp_path / "source"
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
@@ -84,6 +86,10 @@ def test_an_installed_copy_finds_its_own_migrations(tmp_path: Path) -> None:
         timeout=300,
     )
     shutil.rmtree(source)  # the install must not lean on the sources
+    for package in ("clr", "workers", "service", "api", "migrations", "cli"):
+        assert (site / package / "__init__.py").is_file(), package
+    (scripts,) = site.glob("clrstudy-*.dist-info/entry_points.txt")
+    assert "clrstudy = cli.main:main" in scripts.read_text()
     database = tmp_path / "installed.db"
     code = (
         "import sys, service.db\n"
