@@ -99,6 +99,25 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None]
+    # When the key last authenticated a request (bearer or browser session); at most one
+    # write a minute per key, so that reads do not turn into writes.
+    last_used_at: Mapped[datetime | None]
+
+
+class BrowserSession(Base):
+    """A browser's login: the cookie holds a random id, stored here as its SHA-256 hash.
+
+    It ends at `expires_at`, at logout (the row is deleted) and with its key (revoking the
+    key deletes its sessions; a revoked key authenticates nothing anyway).
+    """
+
+    __tablename__ = "clr_browser_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key_id: Mapped[int] = mapped_column(ForeignKey("clr_api_keys.id", ondelete="CASCADE"))
+    session_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
 
 
 class Study(Base):
@@ -121,6 +140,8 @@ class Study(Base):
     phase: Mapped[str] = mapped_column(String(16), default="queued")
     error: Mapped[str | None] = mapped_column(Text)
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    # SHA-256 of the spec sent with `idempotency_key`: the same key with another body is refused.
+    idempotency_body_hash: Mapped[str | None] = mapped_column(String(64))
     submission_id: Mapped[str | None] = mapped_column(String(100))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -135,6 +156,25 @@ class Study(Base):
     # Per tuned arm: {"optuna_study", "trials_planned", "max_iterations", "space", "best"}
     # (results.json's "tuning" less its trials, which are rows of clr_tuning_trials).
     tuning: Mapped[dict[str, Any] | None]
+    # When CHECKPOINT_RETENTION_DAYS removed the study's checkpoints (its results stay).
+    checkpoints_removed_at: Mapped[datetime | None]
+
+
+class ReportCache(Base):
+    """A finished study's comparison report, built once per report format version.
+
+    Any write about the study deletes its entries (see `Store`), so a report is never
+    served from results that changed since.
+    """
+
+    __tablename__ = "clr_report_cache"
+
+    study_id: Mapped[str] = mapped_column(
+        ForeignKey("clr_studies.id", ondelete="CASCADE"), primary_key=True
+    )
+    format_version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    report: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Trial(Base):
