@@ -447,7 +447,8 @@ def build_report(results: Mapping[str, Any]) -> dict[str, Any]:
     for row in rows:
         base_its = base_row["iterations_to_target"]["mean"] if base_row else None
         arm_its = row["iterations_to_target"]["mean"]
-        if base_its is not None and arm_its:
+        # A target met at iteration 0 (before any training) gives no ratio: x/0 or 0/x.
+        if base_its and arm_its:
             row["speedup"] = base_its / arm_its
         if base_row is not None and row is not base_row:
             finals = _final_accuracies(by_arm[row["arm"]])

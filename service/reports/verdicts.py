@@ -159,6 +159,13 @@ def _reach_lines(
             lines.append(f"{head}; the baseline {baseline} never did.")
             continue
         speedup = row["speedup"]
+        if speedup is None:
+            # One of the two met the target before training: no ratio means anything.
+            lines.append(
+                f"{head}; {baseline} at {format_iterations(base_its)}: no speedup is defined "
+                "when the target is met at iteration 0."
+            )
+            continue
         if round(speedup, 1) == 1.0:
             compared = "about as many as"
         elif speedup > 1:

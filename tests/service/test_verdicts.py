@@ -15,7 +15,14 @@ from service.reports.verdicts import (
     target_description,
     welch_sentence,
 )
-from tests.factories import against_baseline_results, clr_vs_tuned_results
+from tests.factories import (
+    against_baseline_results,
+    clr_vs_tuned_results,
+    report_row,
+    results_arm,
+    results_document,
+    results_trial,
+)
 
 # Welch's t-test of two seeds against two, each pair 0.01 apart (sample variance 0.00005):
 # a difference of 0.06 gives t = 0.06 / sqrt(0.00005 / 2 + 0.00005 / 2) = 8.485 with
@@ -156,3 +163,29 @@ def test_cost_note_and_target_description() -> None:
         "the baseline (fixed)'s final mean accuracy"
     )
     assert target_description("baseline", "fixed", None).endswith(", not known yet")
+
+
+@pytest.mark.parametrize("early", ["clr", "fixed"])
+def test_a_target_met_at_iteration_0_gives_no_speedup(early: str) -> None:
+    """The target is the baseline's final mean; an arm already there before training (or a
+    baseline whose target its first evaluation met) has no iterations ratio to speak of."""
+    curves = {"fixed": [0.10, 0.20, 0.30], "clr": [0.35, 0.36, 0.37]}
+    if early == "fixed":  # target 0.30: fixed is at it from iteration 0
+        curves = {"fixed": [0.30, 0.30, 0.30], "clr": [0.10, 0.32, 0.33]}
+    arms = {name: results_arm("fixed", {"lr": 0.05}) for name in curves}
+    trials = [results_trial(name, 0, acc, start=0) for name, acc in curves.items()]
+    report = build_report(results_document(arms, trials))
+    assert report_row(report, "clr")["speedup"] is None
+    (line,) = [v for v in report["verdicts"] if v.startswith("clr reached")]
+    if early == "clr":
+        # fixed crosses 0.30 at its last point, iteration 200; clr is there at 0
+        assert line == (
+            "clr reached the baseline's final accuracy (30.0%) at 0 iterations; fixed at 200: "
+            "no speedup is defined when the target is met at iteration 0."
+        )
+    else:
+        # clr crosses 0.30 between 0.10 at 0 and 0.32 at 100: 0 + 0.20 / 0.22 * 100 = 90.9
+        assert line == (
+            "clr reached the baseline's final accuracy (30.0%) at 91 iterations; fixed at 0: "
+            "no speedup is defined when the target is met at iteration 0."
+        )
