@@ -6,9 +6,12 @@ and 429, FastAPI's body limit 413, and `DatabaseUnavailable` becomes a 503 here.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from api.schemas import ErrorView
@@ -47,8 +50,28 @@ def unauthorized(detail: str) -> HTTPException:
     )
 
 
+def json_safe(value: Any) -> Any:
+    """`value` with every NaN or infinity spelled as a string ("nan", "inf"): JSON has no such
+    numbers, and a 422 repeats the input it refuses."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    return value
+
+
 def install_error_handlers(app: FastAPI, max_body_bytes: int) -> None:
-    """Answer a database outage with 503 and an oversized body with a message naming the limit."""
+    """Answer an invalid request with a 422 that is valid JSON whatever it was sent, a database
+    outage with 503 and an oversized body with a message naming the limit."""
+
+    async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
+        errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+        return JSONResponse(
+            {"detail": json_safe(jsonable_encoder(errors))},
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+        )
 
     async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse(
@@ -63,5 +86,6 @@ def install_error_handlers(app: FastAPI, max_body_bytes: int) -> None:
             status_code=status.HTTP_413_CONTENT_TOO_LARGE,
         )
 
+    app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(DatabaseUnavailable, database_unavailable)
     app.add_exception_handler(status.HTTP_413_CONTENT_TOO_LARGE, too_large)

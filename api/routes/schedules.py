@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -162,7 +163,8 @@ def owned_schedule(
 ) -> ScheduleRecord:
     """The schedule if the caller may see it; 404 otherwise, also for a malformed id."""
     schedule = None
-    if schedule_id.isdigit() and len(schedule_id) < 10:
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+    if re.fullmatch(r"[0-9]{1,9}", schedule_id):
         schedule = store.get_schedule(int(schedule_id), visible_to(owner))
     if schedule is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no schedule {schedule_id!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import threading
@@ -96,6 +97,15 @@ def store(client: TestClient) -> Store:
     app: Any = client.app
     store: Store = app.state.store
     return store
+
+
+def strict_json(text: str) -> Any:
+    """`text` parsed as JSON proper: NaN and Infinity, which Python's parser takes, raise."""
+
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
 
 
 def bearer(key: str) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -13,7 +14,7 @@ from service.scheduling import Scheduler
 from service.settings import Settings
 from service.sinks import DatabaseSink
 from service.store import Store
-from tests.api.conftest import PLANNED, run_events
+from tests.api.conftest import PLANNED, run_events, strict_json
 from tests.factories import SPEC
 from workers.events import EvaluationPoints
 
@@ -90,6 +91,26 @@ def test_invalid_fields_are_422_naming_the_field(
     assert patched.status_code == 422 and patched.json()["detail"][0]["loc"] == ["body", field]
 
 
+def test_non_finite_numbers_in_a_schedule_body_are_422(
+    client: TestClient, alice: dict[str, str]
+) -> None:
+    headers = {**alice, "Content-Type": "application/json"}
+    schedule = create(client, alice)
+    for changes, loc in (
+        ({"points_threshold": float("nan")}, ["body", "points_threshold"]),
+        ({"iterations_fraction": float("inf")}, ["body", "iterations_fraction"]),
+        ({"spec": {**SPEC, "epochs": float("inf")}}, ["body", "spec", "epochs"]),
+    ):
+        for method, path, payload in (
+            ("POST", SCHEDULES, body(name="n2", **changes)),
+            ("PATCH", f"{SCHEDULES}/{schedule['id']}", changes),
+        ):
+            response = client.request(method, path, content=json.dumps(payload), headers=headers)
+            assert response.status_code == 422, (method, changes, response.text)
+            assert strict_json(response.text)["detail"][0]["loc"] == loc
+    assert [s["name"] for s in client.get(SCHEDULES, headers=alice).json()] == ["nightly"]
+
+
 def test_the_template_is_validated_with_the_servers_limits(
     client: TestClient, alice: dict[str, str]
 ) -> None:
@@ -133,8 +154,14 @@ def test_foreign_and_malformed_ids_are_404(
         kwargs: dict[str, Any] = {"json": {"enabled": False}} if method == "PATCH" else {}
         response = client.request(method, path + suffix, headers=bob, **kwargs)
         assert response.status_code == 404, (method, suffix)
-    assert client.get(f"{SCHEDULES}/abc", headers=alice).status_code == 404
-    assert client.get(f"{SCHEDULES}/99999999999999", headers=alice).status_code == 404
+    # "²" and "¹" are digits to str.isdigit(), not to int(); "١" (Arabic one) is to both.
+    for malformed in ("abc", "99999999999999", "²", "¹", "١", "1²", "%00"):
+        for method, suffix in (("GET", ""), ("GET", "/history"), ("GET", "/page.html")):
+            response = client.request(method, f"{SCHEDULES}/{malformed}{suffix}", headers=alice)
+            assert response.status_code == 404, (malformed, suffix)
+        response = client.patch(f"{SCHEDULES}/{malformed}", json={"enabled": False}, headers=alice)
+        assert response.status_code == 404
+        assert client.delete(f"{SCHEDULES}/{malformed}", headers=alice).status_code == 404
     assert client.get(path, headers=admin).status_code == 200  # admins see every schedule
     assert client.get(path, headers=alice).json()["enabled"] is True  # bob changed nothing
     assert client.get(SCHEDULES).status_code == 401

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -14,6 +15,7 @@ from api.main import create_app
 from service.driver import PhaseSink
 from service.sinks import DatabaseSink
 from service.store import Store
+from tests.api.conftest import strict_json
 from workers.events import (
     PlannedTrial,
     PlannedTuning,
@@ -220,6 +222,52 @@ def test_bodies_over_the_limit_are_413(client: TestClient, alice: Headers) -> No
     assert streamed.status_code == 413
     assert "1048576 bytes" in streamed.json()["detail"]
     assert client.get(STUDIES, headers=alice).json()["total"] == 0
+
+
+def test_non_finite_numbers_in_a_body_are_422_naming_the_field(
+    client: TestClient, alice: Headers, spec: Callable[..., dict[str, Any]]
+) -> None:
+    headers = {**alice, "Content-Type": "application/json"}
+    arms = spec()["arms"]
+    arms[0]["policy"]["lr"] = float("inf")
+    for changes, loc in (
+        ({"batch_size": float("nan")}, ["body", "batch_size"]),
+        ({"arms": arms}, ["body", "arms", 0, "policy", "lr"]),
+        ({"dataset": {"name": "synthetic", "difficulty": -float("inf")}}, None),
+        ({"target_accuracy": float("nan")}, ["body", "target_accuracy"]),
+    ):
+        # As Python's json.dumps writes them: NaN, Infinity, -Infinity.
+        response = client.post(STUDIES, content=json.dumps(spec(**changes)), headers=headers)
+        assert response.status_code == 422, (changes, response.text)
+        errors = strict_json(response.text)["detail"]
+        assert errors[0]["type"] == "finite_number"
+        assert errors[0]["loc"] == (loc or ["body", "dataset", "difficulty"])
+    assert client.get(STUDIES, headers=alice).json()["total"] == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "words"),
+    [
+        ("../secrets.npz", "'..' is not allowed"),
+        ("sets/../../etc/data.npz", "'..' is not allowed"),
+        ("/etc/passwd", "absolute path"),
+        ("C:\\data\\x.npz", "absolute path"),
+        ("sets/x\x00.npz", "NUL byte"),
+    ],
+)
+def test_a_data_path_out_of_data_root_is_422_at_submission(
+    client: TestClient, alice: Headers, spec: Callable[..., dict[str, Any]], path: str, words: str
+) -> None:
+    response = client.post(STUDIES, json=spec(dataset={"name": "npz", "path": path}), headers=alice)
+    assert response.status_code == 422, response.text
+    (error,) = response.json()["detail"]
+    assert error["loc"] == ["body", "dataset", "options", "path"]
+    assert words in error["msg"]
+    assert client.get(STUDIES, headers=alice).json()["total"] == 0
+    inside = client.post(
+        STUDIES, json=spec(dataset={"name": "npz", "path": "sets/x.npz"}), headers=alice
+    )
+    assert inside.status_code == 202, inside.text
 
 
 def test_requests_without_a_valid_key_are_401(client: TestClient) -> None:
