@@ -34,6 +34,8 @@ class Param:
     default: Any = REQUIRED
     help: str = ""
     choices: tuple[Any, ...] | None = None
+    # Largest value a number may take: what one study may ask of a machine (widths, sizes).
+    maximum: float | None = None
     # "bounds": may be "auto", filled from the range test's bounds (base_lr, max_lr, lr).
     # "budget": filled with the trial's iteration budget when left out (total_iterations).
     source: ParamSource = None
@@ -50,6 +52,7 @@ class Param:
             "required": self.required,
             "default": None if self.required else self.default,
             "choices": list(self.choices) if self.choices is not None else None,
+            "maximum": self.maximum,
             "auto": self.source == "bounds",
             "help": self.help,
         }
@@ -89,6 +92,8 @@ def check_value(owner: str, param: Param, value: Any) -> Any:
             value = int(value)
         else:
             value = float(value)
+        if param.maximum is not None and value > param.maximum:
+            raise ValueError(f"{where} is {value}, above the limit of {param.maximum:g}")
     elif param.type == "str" and not isinstance(value, str):
         raise ValueError(f"{where} must be a string, got {value!r}")
     if param.choices is not None and value not in param.choices:

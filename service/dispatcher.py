@@ -97,6 +97,15 @@ class Dispatcher:
                 self._end(study, "failed", "its Ray job vanished (the Ray cluster restarted?)")
             elif status in ("SUCCEEDED", "FAILED", "STOPPED"):
                 self._job_ended(jobs, study, status)
+            elif (limit := self._overdue(study)) is not None:
+                log.info("stopping the Ray job of study %s: past its limit", study.id)
+                jobs.stop_job(submission_id(study.id))
+                self._end(
+                    study,
+                    "failed",
+                    f"the study ran past its wall-clock limit of {limit:g} s (timeout_s, at "
+                    "most MAX_STUDY_SECONDS) and was stopped",
+                )
             elif study.cancel_requested:
                 first = self._cancel_seen.setdefault(study.id, self.clock())
                 if self.clock() - first > self.cancel_grace_s:
@@ -126,6 +135,15 @@ class Dispatcher:
             log.info("study %s started as Ray job %s", study.id, sid)
 
     # helpers ---------------------------------------------------------------------------
+    def _overdue(self, study: StudyRecord) -> float | None:
+        """The study's wall-clock limit in seconds when it has run past it, else None."""
+        limit = self.settings.max_study_seconds
+        if study.spec.get("timeout_s") is not None:
+            limit = min(limit, float(study.spec["timeout_s"]))
+        if study.started_at is None or time.time() - study.started_at.timestamp() <= limit:
+            return None
+        return limit
+
     @staticmethod
     def _job_status(jobs: Any, study: StudyRecord) -> str | None:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -64,6 +65,31 @@ class Settings(BaseSettings):
     max_tuning_trials: int = Field(
         200, ge=1, description="Most tuning trials one tuned arm may ask for."
     )
+    max_cpus_per_trial: float | None = Field(
+        None,
+        description="Most CPUs one trial may ask for (`resources_per_trial.cpu`); unset: "
+        "`RAY_NUM_CPUS`, else this machine's CPU count. On a cluster whose largest node has "
+        "more, set it to that node's count; a trial no node can place fails its study at start.",
+    )
+    max_gpus_per_trial: float = Field(
+        8,
+        description="Most GPUs one trial may ask for (`resources_per_trial.gpu`); a trial no "
+        "node can place fails its study at start.",
+    )
+    max_failures: int = Field(5, description="Largest `max_failures` (retries of a trial).")
+    max_model_parameters: int = Field(
+        50_000_000,
+        description="Most parameters a study's model may have; counted at submission where "
+        "the data set's shape is known, by the job driver otherwise.",
+    )
+    max_synthetic_samples: int = Field(
+        1_000_000, description="Largest `train_size + test_size` of the synthetic data set."
+    )
+    max_study_seconds: float = Field(
+        86_400,
+        description="Wall-clock limit of a running study, in seconds, and the largest "
+        "`timeout_s` a spec may give; past it the study is stopped and fails.",
+    )
     max_body_bytes: int = Field(
         1024 * 1024, description="Largest request body the API accepts, in bytes."
     )
@@ -83,7 +109,19 @@ class Settings(BaseSettings):
             max_arms=self.max_arms,
             max_seeds=self.max_seeds,
             max_tuning_trials=self.max_tuning_trials,
+            max_cpus_per_trial=self.trial_cpus(),
+            max_gpus_per_trial=self.max_gpus_per_trial,
+            max_failures=self.max_failures,
+            max_model_parameters=self.max_model_parameters,
+            max_synthetic_samples=self.max_synthetic_samples,
+            max_study_seconds=self.max_study_seconds,
         )
+
+    def trial_cpus(self) -> float:
+        """Most CPUs one trial may ask for: the setting, else the local head's CPUs."""
+        if self.max_cpus_per_trial is not None:
+            return self.max_cpus_per_trial
+        return float(self.ray_num_cpus or os.cpu_count() or 1)
 
 
 @lru_cache

@@ -140,6 +140,7 @@ def _stratified_indices(labels: torch.Tensor, fraction: float, seed: int) -> tor
 
 
 DatasetLoader = Callable[[dict[str, Any], Path], Dataset]
+_MAX_SEED = 2**32 - 1  # numpy's seeding accepts 0 .. 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,9 @@ class DatasetEntry(Registered):
     params: tuple[Param, ...]
     summary: str
     load: DatasetLoader
+    # (input shape, class count) from the checked options alone, where no file decides them:
+    # the service counts a model's parameters at submission with it.
+    shape: Callable[[dict[str, Any]], tuple[tuple[int, ...], int]] | None = None
 
 
 def default_data_root() -> Path:
@@ -473,21 +477,35 @@ DATASETS: Mapping[str, DatasetEntry] = MappingProxyType(
             DatasetEntry(
                 "digits",
                 (
-                    Param("split_seed", "int", 0, "seed of the stratified train/test split"),
+                    Param(
+                        "split_seed",
+                        "int",
+                        0,
+                        "seed of the stratified train/test split",
+                        maximum=_MAX_SEED,
+                    ),
                     Param("test_fraction", "float", 0.25, "share of the 1797 images held out"),
                 ),
                 "scikit-learn's 8x8 handwritten digits (1797 images, 10 classes), in [0, 1]",
                 _load_digits,
+                lambda options: ((1, 8, 8), 10),
             ),
             DatasetEntry(
                 "synthetic",
                 (
-                    Param("seed", "int", 0, "generator seed, independent of the trial seed"),
+                    Param(
+                        "seed",
+                        "int",
+                        0,
+                        "generator seed, independent of the trial seed",
+                        maximum=_MAX_SEED,
+                    ),
+                    # Their sum is bounded by the service's MAX_SYNTHETIC_SAMPLES.
                     Param("train_size", "int", 20000, "training images"),
                     Param("test_size", "int", 4000, "held-out images"),
-                    Param("image_size", "int", 16, "height and width in pixels"),
+                    Param("image_size", "int", 16, "height and width in pixels", maximum=64),
                     Param("channels", "int", 1, "image channels", choices=(1, 3)),
-                    Param("num_classes", "int", 10, "number of classes"),
+                    Param("num_classes", "int", 10, "number of classes", maximum=1000),
                     Param(
                         "difficulty",
                         "float",
@@ -497,18 +515,21 @@ DATASETS: Mapping[str, DatasetEntry] = MappingProxyType(
                 ),
                 "generated images of shifted, noisy class patterns; slow to learn by design",
                 _load_synthetic,
+                lambda o: ((o["channels"], o["image_size"], o["image_size"]), o["num_classes"]),
             ),
             DatasetEntry(
                 "cifar10",
                 (Param("path", "str", ".", f"{_PATH_HELP} holding cifar-10-batches-py/"),),
                 "CIFAR-10 from disk (never downloaded), per-channel standardised",
                 _cifar_loader(torchvision.datasets.CIFAR10, 10),
+                lambda options: ((3, 32, 32), 10),
             ),
             DatasetEntry(
                 "cifar100",
                 (Param("path", "str", ".", f"{_PATH_HELP} holding cifar-100-python/"),),
                 "CIFAR-100 (fine labels) from disk (never downloaded), per-channel standardised",
                 _cifar_loader(torchvision.datasets.CIFAR100, 100),
+                lambda options: ((3, 32, 32), 100),
             ),
             DatasetEntry(
                 "npz",
@@ -523,7 +544,13 @@ DATASETS: Mapping[str, DatasetEntry] = MappingProxyType(
                 "imagefolder",
                 (
                     Param("path", "str", help=f"{_PATH_HELP} with train/ and test/ (or val/)"),
-                    Param("image_size", "int", 32, "images are resized to this square size"),
+                    Param(
+                        "image_size",
+                        "int",
+                        32,
+                        "images are resized to this square size",
+                        maximum=512,
+                    ),
                     Param("channels", "int", 3, "1 converts to greyscale", choices=(1, 3)),
                 ),
                 "torchvision ImageFolder read from disk on the fly (class = subfolder)",
@@ -532,6 +559,15 @@ DATASETS: Mapping[str, DatasetEntry] = MappingProxyType(
         )
     }
 )
+
+
+def known_shape(name: str, options: Mapping[str, Any]) -> tuple[tuple[int, ...], int] | None:
+    """Input shape and class count of data set `name` where its options decide them (not
+    its files); None for `npz` and `imagefolder`, whose files are read on the cluster."""
+    entry = DATASETS[name]
+    if entry.shape is None:
+        return None
+    return entry.shape(check_params(name, entry.params, options))
 
 
 def load_dataset(

@@ -43,9 +43,17 @@ def _image_shape(model: str, input_shape: tuple[int, ...]) -> tuple[int, int, in
     return c, h, w
 
 
+MAX_HIDDEN_LAYERS = 64
+
+
 def _parse_hidden(text: str) -> list[int]:
     parts = [part.strip() for part in text.split(",")] if text.strip() else []
-    if not all(part.isdigit() and int(part) > 0 for part in parts):
+    if len(parts) > MAX_HIDDEN_LAYERS:
+        raise ValueError(
+            f"mlp.hidden has {len(parts)} layers, above the limit of {MAX_HIDDEN_LAYERS}"
+        )
+    # isdecimal, not isdigit: int() refuses superscripts such as '²' that isdigit accepts.
+    if not all(part.isdecimal() and int(part) > 0 for part in parts):
         raise ValueError(
             f"mlp.hidden must be comma-separated positive layer widths like '128,64' "
             f"(or '' for none), got {text!r}"
@@ -246,6 +254,16 @@ MODELS: Mapping[str, ModelEntry] = MappingProxyType(
         )
     }
 )
+
+
+def count_parameters(
+    name: str, options: Mapping[str, Any], *, input_shape: tuple[int, ...], num_classes: int
+) -> int:
+    """Parameters of model `name` for this input shape, counted without allocating them."""
+    # On the meta device tensors have shapes but no storage: an absurd width costs nothing.
+    with torch.device("meta"):
+        model = build_model(name, options, input_shape=input_shape, num_classes=num_classes)
+    return sum(p.numel() for p in model.parameters())
 
 
 def build_model(

@@ -42,7 +42,7 @@ from workers.planning import (
     resolve_arms,
     tuning_trial_config,
 )
-from workers.spec import ArmSpec, Limits, StudySpec
+from workers.spec import ArmSpec, Limits, Resources, StudySpec
 from workers.trainables import arm_trainable, flatten, range_test_trainable, tuning_trainable
 from workers.tune_events import CancelStopper, EventForwarder, ForwardingCallback
 from workers.tuning import TuningFailed, TuningPlan, open_storage, run_search
@@ -107,6 +107,22 @@ def ensure_ray(address: str | None, num_cpus: int | None = None) -> None:
         )
 
 
+def check_placement(resources: Resources) -> None:
+    """Raise StudyFailed when no live node can hold one trial: Ray would wait forever."""
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    if any(
+        node.get("CPU", 0) >= resources.cpu and node.get("GPU", 0) >= resources.gpu
+        for node in nodes
+    ):
+        return
+    offers = sorted({(node.get("CPU", 0), node.get("GPU", 0)) for node in nodes}, reverse=True)
+    largest = ", ".join(f"cpu={cpu:g} gpu={gpu:g}" for cpu, gpu in offers[:5]) or "none"
+    raise StudyFailed(
+        f"no node can give cpu={resources.cpu:g}, gpu={resources.gpu:g} to one trial "
+        f"(resources_per_trial); the nodes offer: {largest}"
+    )
+
+
 def run_study(
     spec: StudySpec,
     sink: ResultSink,
@@ -117,9 +133,15 @@ def run_study(
     """Run `spec` to the end (or until `cancel` is set); every result goes to `sink`."""
     cancel = cancel or threading.Event()
     ensure_ray(options.ray_address)
+    check_placement(spec.resources_per_trial)
     data = load_dataset(
         spec.dataset.name, spec.dataset.options, seed=0, data_root=options.data_root
     )
+    # Files decide the shape of `npz` and `imagefolder` data: their model is checked here,
+    # before any training, with the message a submission gets for the others.
+    too_large = spec.model_size_problem(data.input_shape, data.num_classes, options.limits)
+    if too_large:
+        raise StudyFailed(too_large)
     per_epoch = data.iterations_per_epoch(spec.batch_size)
     budget = spec.check_budget(per_epoch, options.limits)
     planned = planned_trials(spec, budget)

@@ -32,8 +32,8 @@ from pydantic import (
 
 from clr.params import Param, check_params
 from clr.policies import POLICIES, make_schedule
-from workers.datasets import DATASETS
-from workers.models import MODELS
+from workers.datasets import DATASETS, known_shape
+from workers.models import MODELS, count_parameters
 from workers.optimizers import OPTIMIZERS
 
 AUTO = "auto"
@@ -55,6 +55,12 @@ class Limits:
     max_seeds: int = 10
     max_eval_points: int = 5_000  # evaluations per trial: iterations / eval_every
     max_tuning_trials: int = 200  # tuning trials of one tuned arm
+    max_cpus_per_trial: float = 64.0  # resources_per_trial.cpu
+    max_gpus_per_trial: float = 8.0  # resources_per_trial.gpu
+    max_failures: int = 5  # retries of one failed trial
+    max_model_parameters: int = 50_000_000
+    max_synthetic_samples: int = 1_000_000  # train_size + test_size of the synthetic data set
+    max_study_seconds: float = 24 * 3600.0  # wall-clock limit of a study, and of timeout_s
 
 
 def _limits(info: ValidationInfo) -> Limits:
@@ -633,6 +639,12 @@ class StudySpec(BaseModel):
     )
     resources_per_trial: Resources = Field(default_factory=Resources)
     max_failures: int = Field(2, ge=0, description="retries of a failed trial (from checkpoint)")
+    timeout_s: float | None = Field(
+        None,
+        gt=0,
+        description="wall-clock limit of the study in seconds, up to the server's "
+        "MAX_STUDY_SECONDS (its default); past it the study fails",
+    )
     bf16: bool = Field(False, description="train in bfloat16 autocast where the device has it")
 
     @field_validator("name")
@@ -681,6 +693,38 @@ class StudySpec(BaseModel):
                 )
         return arms
 
+    @field_validator("resources_per_trial")
+    @classmethod
+    def _resources_limit(cls, resources: Resources, info: ValidationInfo) -> Resources:
+        limits = _limits(info)
+        problems = [
+            f"{key} is {value:g}, above the limit of {limit:g} per trial ({setting})"
+            for key, value, limit, setting in (
+                ("cpu", resources.cpu, limits.max_cpus_per_trial, "MAX_CPUS_PER_TRIAL"),
+                ("gpu", resources.gpu, limits.max_gpus_per_trial, "MAX_GPUS_PER_TRIAL"),
+            )
+            if value > limit
+        ]
+        if problems:
+            raise ValueError("\n".join(problems))
+        return resources
+
+    @field_validator("max_failures")
+    @classmethod
+    def _failures_limit(cls, failures: int, info: ValidationInfo) -> int:
+        limit = _limits(info).max_failures
+        if failures > limit:
+            raise ValueError(f"is {failures}, above the limit of {limit} (MAX_FAILURES)")
+        return failures
+
+    @field_validator("timeout_s")
+    @classmethod
+    def _timeout_limit(cls, timeout: float | None, info: ValidationInfo) -> float | None:
+        limit = _limits(info).max_study_seconds
+        if timeout is not None and timeout > limit:
+            raise ValueError(f"is {timeout:g}, above the limit of {limit:g} s (MAX_STUDY_SECONDS)")
+        return timeout
+
     @field_validator("target_accuracy", mode="before")
     @classmethod
     def _accuracy(cls, value: Any) -> Any:
@@ -721,9 +765,48 @@ class StudySpec(BaseModel):
         elif self.baseline not in names:
             problems.append(f"baseline {self.baseline!r} is not an arm; arms: {', '.join(names)}")
         problems += self._auto_problems()
+        problems += self._size_problems(limits)
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def _size_problems(self, limits: Limits) -> list[str]:
+        """The data set and the model within `limits`, where the options alone tell."""
+        options = self.dataset.options
+        if self.dataset.name == "synthetic":
+            defaults = {p.name: p.default for p in DATASETS["synthetic"].params}
+            samples = sum(options.get(k, defaults[k]) for k in ("train_size", "test_size"))
+            if samples > limits.max_synthetic_samples:
+                return [
+                    f"dataset.options: train_size + test_size is {samples}, above the limit "
+                    f"of {limits.max_synthetic_samples} samples (MAX_SYNTHETIC_SAMPLES)"
+                ]
+        shape = known_shape(self.dataset.name, options)
+        if shape is None:
+            return []  # the driver checks the model once the files give the shape
+        problem = self.model_size_problem(*shape, limits)
+        return [problem] if problem else []
+
+    def model_size_problem(
+        self, input_shape: tuple[int, ...], num_classes: int, limits: Limits
+    ) -> str | None:
+        """Why the model is too large for `limits` on inputs of this shape (None: it isn't)."""
+        try:
+            count = count_parameters(
+                self.model.name,
+                self.model.options,
+                input_shape=input_shape,
+                num_classes=num_classes,
+            )
+        except ValueError as e:
+            return f"model: {e}"
+        if count > limits.max_model_parameters:
+            return (
+                f"model: {self.model.name} has {count} parameters on inputs shaped "
+                f"{tuple(input_shape)} with {num_classes} classes, above the limit of "
+                f"{limits.max_model_parameters} (MAX_MODEL_PARAMETERS)"
+            )
+        return None
 
     def _auto_problems(self) -> list[str]:
         problems = []

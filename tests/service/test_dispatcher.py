@@ -388,3 +388,28 @@ def test_a_study_without_tuned_arms_leaves_the_database_without_optuna_tables(
     from sqlalchemy import inspect
 
     assert "trials" not in inspect(store.engine).get_table_names()  # Optuna's
+
+
+@pytest.mark.parametrize(("timeout_s", "limit"), [(None, "86400"), (60, "60")])
+def test_a_study_past_its_wall_clock_limit_is_stopped_and_fails(
+    store: Store, dispatcher: Dispatcher, jobs: FakeJobs, timeout_s: int | None, limit: str
+) -> None:
+    key, _ = store.create_api_key("alice")
+    study_id = store.create_study(key.owner.id, study_spec(timeout_s=timeout_s), "long")[0].id
+    dispatcher.tick()
+    jobs.status[submission_id(study_id)] = JobStatus.RUNNING
+    started = float(limit) - 5  # seconds ago: within the limit
+    for seconds_ago in (started, float(limit) + 5):
+        with store.engine.begin() as connection:
+            connection.execute(
+                update(Study)
+                .where(Study.id == study_id)
+                .values(started_at=utcnow() - timedelta(seconds=seconds_ago))
+            )
+        dispatcher.tick()
+    ended = study(store, study_id)
+    assert ended.status == "failed" and jobs.stopped == [submission_id(study_id)]
+    assert ended.error == (
+        f"the study ran past its wall-clock limit of {limit} s (timeout_s, at most "
+        "MAX_STUDY_SECONDS) and was stopped"
+    )

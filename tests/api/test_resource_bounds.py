@@ -1,0 +1,69 @@
+"""Every spec field that costs the cluster something is bounded at submission, with a 422."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+STUDIES = "/api/v1/studies"
+Headers = dict[str, str]
+
+# Each of these was accepted, and could stall a slot forever or crash the Ray head.
+OVER_THE_LIMITS: list[tuple[dict[str, Any], list[str], list[str]]] = [
+    (
+        {"resources_per_trial": {"cpu": 100000}},
+        ["body", "resources_per_trial"],
+        ["cpu is 100000, above the limit of", "per trial (MAX_CPUS_PER_TRIAL)"],
+    ),
+    (
+        {"resources_per_trial": {"gpu": 9}},
+        ["body", "resources_per_trial"],
+        ["gpu is 9, above the limit of 8 per trial (MAX_GPUS_PER_TRIAL)"],
+    ),
+    (
+        {"max_failures": 1_000_000_000},
+        ["body", "max_failures"],
+        ["is 1000000000, above the limit of 5 (MAX_FAILURES)"],
+    ),
+    (
+        {"dataset": {"name": "synthetic", "train_size": 10**12}},
+        ["body"],
+        ["train_size + test_size is 1000000004000", "limit of 1000000 samples"],
+    ),
+    (
+        {"dataset": {"name": "synthetic", "image_size": 10**6}},
+        ["body", "dataset"],
+        ["image_size is 1000000, above the limit of 64"],
+    ),
+    (
+        {"model": {"name": "mlp", "hidden": "1000000,1000000"}},
+        ["body"],
+        ["mlp has 1000076000010 parameters", "limit of 50000000 (MAX_MODEL_PARAMETERS)"],
+    ),
+    (
+        {"model": {"name": "small_cnn", "width": 10**6}},
+        ["body"],
+        ["small_cnn has", "limit of 50000000 (MAX_MODEL_PARAMETERS)"],
+    ),
+    (
+        {"timeout_s": 10**9},
+        ["body", "timeout_s"],
+        ["is 1e+09, above the limit of 86400 s (MAX_STUDY_SECONDS)"],
+    ),
+]
+
+
+def test_specs_over_the_resource_limits_are_422_naming_field_value_and_limit(
+    client: TestClient, alice: Headers, spec: Callable[..., dict[str, Any]]
+) -> None:
+    for changes, loc, words in OVER_THE_LIMITS:
+        response = client.post(STUDIES, json=spec(**changes), headers=alice)
+        assert response.status_code == 422, changes
+        error = next(e for e in response.json()["detail"] if e["loc"] == loc)
+        for word in words:
+            assert word in error["msg"], (changes, error)
+    assert client.get(STUDIES, headers=alice).json()["total"] == 0
+    within = spec(timeout_s=3600, max_failures=5, model={"name": "small_cnn", "width": 32})
+    assert client.post(STUDIES, json=within, headers=alice).status_code == 202
