@@ -163,8 +163,9 @@ class Study(Base):
 class ReportCache(Base):
     """A finished study's comparison report, built once per report format version.
 
-    Any write about the study deletes its entries (see `Store`), so a report is never
-    served from results that changed since.
+    `results_digest` sums up everything the report is built from (`Store.results_digest`):
+    an entry whose digest no longer matches (something was written about the study after
+    it ended) is rebuilt, never served.
     """
 
     __tablename__ = "clr_report_cache"
@@ -173,6 +174,7 @@ class ReportCache(Base):
         ForeignKey("clr_studies.id", ondelete="CASCADE"), primary_key=True
     )
     format_version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    results_digest: Mapped[str] = mapped_column(String(64))
     report: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -46,6 +46,7 @@ def upgrade() -> None:
         "clr_report_cache",
         sa.Column("study_id", sa.String(length=36), nullable=False),
         sa.Column("format_version", sa.Integer(), nullable=False),
+        sa.Column("results_digest", sa.String(length=64), nullable=False),
         sa.Column("report", sa.JSON(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
