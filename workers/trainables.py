@@ -69,6 +69,16 @@ def range_test_trainable(config: dict[str, Any], data: Dataset) -> None:
         tune.report(metrics)
 
 
+def load_checkpoint(folder: Path) -> dict[str, Any]:
+    """An arm trial's checkpoint: a plain dict of tensors and numbers, nothing else.
+
+    It comes from shared storage, so `weights_only` refuses any pickled object that could
+    run code when loaded.
+    """
+    state: dict[str, Any] = torch.load(folder / CHECKPOINT_FILE, weights_only=True)
+    return state
+
+
 def arm_trainable(config: dict[str, Any], data: Dataset) -> None:
     _trial_threads(config["cpus"])
     setup = _setup(config)
@@ -77,7 +87,7 @@ def arm_trainable(config: dict[str, Any], data: Dataset) -> None:
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            engine.load_state_dict(torch.load(Path(folder) / CHECKPOINT_FILE, weights_only=False))
+            engine.load_state_dict(load_checkpoint(Path(folder)))
     fail_at = config.get("fail_once_at")
     node = _node_id()
     last_checkpoint = time.monotonic()

@@ -37,6 +37,7 @@ from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
+from sqlalchemy.engine import make_url
 
 from clr.policies import get_policy
 from workers.datasets import Dataset
@@ -120,15 +121,24 @@ class TuningPlan:
 @contextmanager
 def open_storage(url: str | None) -> Iterator[optuna.storages.BaseStorage]:
     """Optuna's storage at `url` (an SQLAlchemy URL), or an in-memory one for None; its
-    connections are closed on leaving."""
+    connections are closed on leaving.
+
+    Ray's OptunaSearch pickles the storage into its `searcher-state-*.pkl` files under the
+    shared STORAGE_PATH: its `url` there is the one without the password. Only the engine,
+    never pickled, holds the password (a storage unpickled elsewhere could not connect;
+    clrstudy never unpickles one: a search resumes from the database).
+    """
     if url is None:
         yield optuna.storages.InMemoryStorage()
         return
+    parsed = make_url(url)
     engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
-    if url.startswith("sqlite"):
+    if parsed.drivername.startswith("sqlite"):
         # The driver's own sink writes to the same SQLite file: wait for its lock.
         engine_kwargs = {"connect_args": {"timeout": 30}}
     storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    # URL.set(password=None) leaves the password as it is: None there means "no change".
+    storage.url = parsed._replace(password=None).render_as_string(hide_password=False)
     try:
         yield storage
     finally:
