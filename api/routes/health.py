@@ -41,7 +41,10 @@ def readyz(request: Request, response: Response, store: StoreDep) -> ReadinessVi
     if cluster is None:
         ray = "not used"
     else:
-        ray = "ok" if cluster.reachable() else f"unreachable at {cluster.dashboard_url}"
+        ray = "ok" if cluster.reachable() else "unreachable"
+        if ray != "ok":
+            # Where the dashboard is (a host inside the cluster) is for the log only.
+            log.warning("readiness: the Ray dashboard at %s does not answer", cluster.dashboard_url)
     ready = database == "ok" and ray in ("ok", "not used")
     if not ready:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
