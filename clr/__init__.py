@@ -24,6 +24,7 @@ from clr.policies import (
     step_lr,
     triangular,
     triangular2,
+    wsd_lr,
 )
 from clr.range_test import LossMonitor, RangeTestRecorder, RangeTestResult, lr_ramp, range_test
 from clr.schedulers import build_scheduler
@@ -58,4 +59,5 @@ __all__ = [
     "suggest_bounds",
     "triangular",
     "triangular2",
+    "wsd_lr",
 ]

@@ -27,6 +27,10 @@ def lr_range(name: str, params: Mapping[str, Any]) -> tuple[float, float]:
         return float(checked["lr"]), float(checked["lr"])
     if name in ("step", "exp"):
         return 0.0, float(checked["lr"])
+    if name == "wsd":
+        # Down to lr * min_lr_ratio at the end, from 0 where it warms up.
+        lowest = 0.0 if checked["warmup"] else checked["lr"] * checked["min_lr_ratio"]
+        return lowest, float(checked["lr"])
     if name == "one_cycle":
         initial_lr = checked["max_lr"] / checked["div_factor"]
         return initial_lr / checked["final_div_factor"], float(checked["max_lr"])

@@ -20,6 +20,7 @@ from clr.params import Param, Registered, check_params
 
 CYCLIC_MODES = ("triangular", "triangular2", "exp_range")
 ANNEAL_STRATEGIES = ("cos", "linear")
+WSD_SHAPES = ("linear", "cosine", "1-sqrt")
 
 
 # ---- argument checks -------------------------------------------------------------------------
@@ -259,6 +260,62 @@ def one_cycle_lr(
     return (end - start) * pct + start
 
 
+def wsd_lr(
+    iteration: int,
+    lr: float,
+    total_iterations: int,
+    warmup: int = 0,
+    decay_fraction: float = 0.2,
+    decay_shape: str = "1-sqrt",
+    min_lr_ratio: float = 0.0,
+) -> float:
+    """Warmup-stable-decay (Hägele et al. 2024, arXiv 2405.18392).
+
+    1. warm-up: linear from 0 to lr over `warmup` iterations (``lr * it / warmup``);
+    2. stable: lr until the decay starts;
+    3. decay: over the last ``round(decay_fraction * total_iterations)`` iterations (half up),
+       ``lr * (m + (1 - m) * shape(p))`` with ``m = min_lr_ratio``, p the share of the decay
+       done and shape ``1 - p`` (linear), ``(1 + cos(pi p)) / 2`` (cosine) or ``1 - sqrt(p)``;
+    4. from total_iterations on: ``lr * min_lr_ratio``.
+
+    Equals pytorch-optimizer's ``get_wsd_schedule`` (num_cycles 0.5) times lr; that one
+    applies min_lr_ratio only to the cosine decay and the tail, this one to every shape, so
+    the decay ends where the tail starts.
+    """
+    _check_iteration(iteration)
+    _check_positive("lr", lr)
+    _check_count("total_iterations", total_iterations)
+    if not _is_integer(warmup) or warmup < 0:
+        raise ValueError(f"warmup must be an integer >= 0, got {warmup!r}")
+    if not _is_number(decay_fraction) or not 0 <= decay_fraction <= 1:
+        raise ValueError(f"decay_fraction must be a number in [0, 1], got {decay_fraction!r}")
+    _check_choice("decay_shape", decay_shape, WSD_SHAPES)
+    if not _is_number(min_lr_ratio) or not 0 <= min_lr_ratio <= 1:
+        raise ValueError(f"min_lr_ratio must be a number in [0, 1], got {min_lr_ratio!r}")
+    decay = math.floor(decay_fraction * total_iterations + 0.5)
+    if warmup + decay > total_iterations:
+        raise ValueError(
+            f"warmup ({warmup}) plus the decay ({decay} iterations: decay_fraction "
+            f"{decay_fraction!r} of {total_iterations}) must fit in total_iterations "
+            f"({total_iterations})"
+        )
+    decay_start = total_iterations - decay
+    if iteration < warmup:
+        return lr * iteration / warmup
+    if iteration < decay_start:
+        return float(lr)
+    if iteration >= total_iterations:
+        return lr * min_lr_ratio
+    done = (iteration - decay_start) / decay
+    if decay_shape == "linear":
+        shape = 1.0 - done
+    elif decay_shape == "cosine":
+        shape = (1.0 + math.cos(math.pi * done)) / 2
+    else:
+        shape = 1.0 - math.sqrt(done)
+    return lr * (min_lr_ratio + (1.0 - min_lr_ratio) * shape)
+
+
 # ---- registry --------------------------------------------------------------------------------
 
 
@@ -385,6 +442,35 @@ POLICIES: Mapping[str, Policy] = MappingProxyType(
                     ),
                 ),
                 "1cycle: one warm-up to max_lr, then annealing far below the start",
+            ),
+            Policy(
+                "wsd",
+                wsd_lr,
+                (
+                    _LR,
+                    _TOTAL,
+                    Param("warmup", "int", default=0, help="iterations of the warm-up from 0"),
+                    Param(
+                        "decay_fraction",
+                        "float",
+                        default=0.2,
+                        help="share of total_iterations spent decaying at the end, [0, 1]",
+                    ),
+                    Param(
+                        "decay_shape",
+                        "str",
+                        default="1-sqrt",
+                        choices=WSD_SHAPES,
+                        help="shape of the decay (1-sqrt: Hägele et al. 2024's best)",
+                    ),
+                    Param(
+                        "min_lr_ratio",
+                        "float",
+                        default=0.0,
+                        help="lr at the end of the decay, as a share of lr, [0, 1]",
+                    ),
+                ),
+                "warmup-stable-decay: warm up, hold lr, then a short decay at the end",
             ),
         )
     }

@@ -222,6 +222,8 @@ class EvalPoint(Base):
     accuracy: Mapped[float] = mapped_column(Float)
     loss: Mapped[float | None] = mapped_column(Float)
     elapsed_s: Mapped[float] = mapped_column(Float)
+    # The optimizer's estimated step size (Prodigy, D-Adaptation, DoG); NULL for the others.
+    d: Mapped[float | None] = mapped_column(Float)
 
 
 class RangeTestPoint(Base):

@@ -7,6 +7,15 @@ In-memory data sets are batched by slicing a per-epoch permutation of tensors th
 the trial's device (no DataLoader processes); file-backed ones go through a DataLoader.
 `state_dict()` is a plain dict (model, optimizer, iteration, RNG states, loader position),
 so a run restored from it continues bit for bit on the CPU.
+
+The optimizer is driven as its package asks (`workers.optimizers.Stepping`): a schedule-free
+one is put in eval mode for every evaluation and checkpoint and back in train mode at the next
+step, so a restored run goes through the same switches as an uninterrupted one; a DoG one is
+evaluated on the weights of a `PolynomialDecayAverager` checkpointed with the model.
+
+Training time (`elapsed_s`) is measured from the first step after an evaluation to the next
+evaluation or checkpoint, where the device is synchronized first: kernels still queued count
+as training, and steps themselves never wait for the device.
 """
 
 from __future__ import annotations
@@ -18,11 +27,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from dog import PolynomialDecayAverager
 from torch import nn
 
 from workers.datasets import Dataset
+from workers.optimizers import PLAIN, Stepping
 
 LrFunction = Callable[[int], float]
+# Training batches whose forward passes recompute BatchNorm statistics at a schedule-free
+# optimizer's evaluation weights (the schedulefree README's recipe uses about 50).
+BATCH_NORM_BATCHES = 50
 
 
 @dataclass(frozen=True)
@@ -47,17 +61,24 @@ class Engine:
         device: torch.device | str = "cpu",
         bf16: bool = False,
         eval_batch_size: int = 4096,
+        stepping: Stepping = PLAIN,
     ) -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device).train()  # evaluate() puts it back in train mode
         self.optimizer = optimizer
+        self.stepping = stepping
+        # Made after the model is on its device: the averager copies it.
+        self.averager = PolynomialDecayAverager(self.model) if stepping.averaged else None
+        # A schedule-free optimizer in eval mode, as its package builds it.
+        self._optimizer_evaluating = stepping.schedule_free
+        self._clock_started: float | None = None
         self.data = data
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.bf16 = bf16
         self.loss_fn = nn.CrossEntropyLoss()
         self.iteration = 0
-        self.elapsed_s = 0.0  # training wall time, carried across restores
+        self._elapsed_s = 0.0  # training wall time up to the last stop of the clock
         # The shuffling generator is the trial's own, so evaluation or other code that
         # draws from torch's global RNG cannot change the order of batches.
         self._generator = torch.Generator().manual_seed(seed)
@@ -118,7 +139,11 @@ class Engine:
     # training and evaluation
     def step(self, lr: float, momentum: float | None = None) -> torch.Tensor:
         """One iteration at `lr`; returns the batch loss as a 0-d tensor (no sync)."""
-        started = time.perf_counter()
+        if self._clock_started is None:
+            self._clock_started = time.perf_counter()
+        if self._optimizer_evaluating:
+            self.optimizer.train()  # type: ignore[attr-defined]
+            self._optimizer_evaluating = False
         for group in self.optimizer.param_groups:
             group["lr"] = lr
             if momentum is not None:
@@ -132,9 +157,81 @@ class Engine:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        if self.averager is not None:
+            self.averager.step()
         self.iteration += 1
-        self.elapsed_s += time.perf_counter() - started
         return loss.detach()
+
+    def _stop_clock(self) -> None:
+        """Add the training time since the clock started, once the device has finished it."""
+        if self._clock_started is None:
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self._elapsed_s += time.perf_counter() - self._clock_started
+        self._clock_started = None
+
+    @property
+    def elapsed_s(self) -> float:
+        """Seconds of training, carried across restores; exact right after an evaluation.
+
+        Between evaluations it includes only what the host has seen: queued kernels are
+        counted once the next evaluation synchronizes the device.
+        """
+        running = 0.0 if self._clock_started is None else time.perf_counter() - self._clock_started
+        return self._elapsed_s + running
+
+    def _optimizer_to_eval(self) -> None:
+        """A schedule-free optimizer's evaluation weights in the model (its README's rule)."""
+        if self.stepping.schedule_free and not self._optimizer_evaluating:
+            self.optimizer.eval()  # type: ignore[attr-defined]
+            self._optimizer_evaluating = True
+            self._recompute_batch_norm()
+
+    @torch.no_grad()
+    def _recompute_batch_norm(self) -> None:
+        """BatchNorm statistics of the evaluation weights, from fixed training batches.
+
+        The statistics gathered in training belong to other weights (schedule-free's y, not
+        x). The first batches of the training set in its stored order are used, so the
+        shuffling generator and the batch stream are untouched.
+        """
+        norms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not norms:
+            return
+        momenta = [norm.momentum for norm in norms]
+        for norm in norms:
+            norm.reset_running_stats()
+            norm.momentum = None  # a cumulative average over the batches below
+        self.model.train()
+        for x, _ in self._train_batches_in_order(BATCH_NORM_BATCHES):
+            with self._autocast():
+                self.model(x)
+        for norm, momentum in zip(norms, momenta, strict=True):
+            norm.momentum = momentum
+
+    def _train_batches_in_order(self, count: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self.data.in_memory:
+            for i in range(min(count, self.iterations_per_epoch)):
+                start = i * self.batch_size
+                yield (
+                    self._x_train[start : start + self.batch_size],
+                    self._y_train[start : start + self.batch_size],
+                )
+            return
+        assert self.data.train_set is not None
+        loader = torch.utils.data.DataLoader(
+            self.data.train_set, batch_size=self.batch_size, num_workers=0
+        )
+        for i, (x, y) in enumerate(loader):
+            if i >= count:
+                return
+            yield x.to(self.device), y.to(self.device)
+
+    def step_size(self) -> float | None:
+        """The step size the optimizer estimated (Prodigy, D-Adaptation, DoG), else None."""
+        reader = self.stepping.step_size
+        return None if reader is None else reader(self.optimizer)
 
     @property
     def epoch(self) -> float:
@@ -142,18 +239,25 @@ class Engine:
 
     @torch.inference_mode()
     def evaluate(self) -> Evaluation:
-        """Accuracy and loss on the held-out set, in large batches."""
-        self.model.eval()
+        """Accuracy and loss on the held-out set, in large batches.
+
+        Schedule-free optimizers are evaluated at their averaged iterate, DoG at the
+        polynomial-decay averaged weights.
+        """
+        self._stop_clock()
+        self._optimizer_to_eval()
+        model = self.model if self.averager is None else self.averager.averaged_model
+        model.eval()
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         count = 0
         for x, y in self._test_batches():
             with self._autocast():
-                logits = self.model(x)
+                logits = model(x)
             loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum")
             correct += (logits.argmax(dim=1) == y).sum()
             count += len(y)
-        self.model.train()
+        model.train()
         return Evaluation(accuracy=correct.item() / count, loss=loss_sum.item() / count)
 
     def _test_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -172,11 +276,15 @@ class Engine:
     # ----------------------------------------------------------------------------------
     # checkpoints: plain dicts
     def state_dict(self) -> dict[str, Any]:
+        # Checkpoints hold a schedule-free optimizer in eval mode, as its README asks.
+        self._stop_clock()
+        self._optimizer_to_eval()
         return {
+            "averager": None if self.averager is None else self.averager.state_dict(),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "iteration": self.iteration,
-            "elapsed_s": self.elapsed_s,
+            "elapsed_s": self._elapsed_s,
             "generator": self._generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             "perm": None if self._perm is None else self._perm.cpu(),
@@ -186,8 +294,13 @@ class Engine:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.averager is not None:
+            self.averager.load_state_dict(state["averager"])
+        # Saved in eval mode: the next step switches back to train mode.
+        self._optimizer_evaluating = self.stepping.schedule_free
+        self._clock_started = None
         self.iteration = state["iteration"]
-        self.elapsed_s = state["elapsed_s"]
+        self._elapsed_s = state["elapsed_s"]
         self._generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         perm = state["perm"]

@@ -43,6 +43,9 @@ class EvalPoint:
     accuracy: float  # held-out accuracy, 0..1
     loss: float  # held-out loss
     elapsed_s: float  # wall seconds of training so far, resumed runs included
+    # The step size the optimizer estimated (Prodigy's and D-Adaptation's d, DoG's distance
+    # over gradients), which the lr multiplies; None for the others.
+    d: float | None = None
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,17 @@
 """Optimizers an arm can use: the paper's Table 3 set (SGD, Nesterov, Adam, RMSprop, AdaGrad,
-AdaDelta) plus AdamW.
+AdaDelta), AdamW, and the methods that replaced LR tuning since: schedule-free SGD/AdamW
+(`schedulefree`), Prodigy (`prodigyopt`), D-Adaptation (`dadaptation`) and DoG/LDoG
+(`dog-optimizer`), each taken from its own package.
 
 ``build_optimizer(name, options, params, lr=...)`` checks the options against the entry's
 declared parameters and returns the torch optimizer. The learning rate always comes from the
 arm's policy, never from the options; the policy sets it again before every step. Option
-names are torch's keyword names, except Adam's ``betas``, split into ``beta1``/``beta2``.
+names are the classes' keyword names, except ``betas``, split into ``beta1``/``beta2``.
+
+Each entry's `Stepping` says how its package's README asks it to be driven, and the engine
+follows it: schedule-free ones switch ``optimizer.train()``/``.eval()`` around evaluations and
+checkpoints; for Prodigy, D-Adaptation and DoG the policy's lr multiplies a step size they
+estimate (recorded at every evaluation); DoG is evaluated on averaged weights.
 """
 
 from __future__ import annotations
@@ -14,11 +21,33 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+import dadaptation
+import dog
+import prodigyopt
+import schedulefree
 import torch
 
 from clr.params import Param, Registered, check_params
 
 OptimizerBuilder = Callable[[Iterable[Any], float, dict[str, Any]], torch.optim.Optimizer]
+StepSizeReader = Callable[[torch.optim.Optimizer], float | None]
+
+
+@dataclass(frozen=True)
+class Stepping:
+    """How the engine drives an optimizer, as its package's README asks."""
+
+    # optimizer.train() before training steps, .eval() before evaluations and checkpoints.
+    schedule_free: bool = False
+    # lr multiplies a step size the optimizer estimates: no range test, and `step_size`
+    # reads the estimate at every evaluation.
+    parameter_free: bool = False
+    # Evaluate the weights of a PolynomialDecayAverager stepped after every update (DoG).
+    averaged: bool = False
+    step_size: StepSizeReader | None = None
+
+
+PLAIN = Stepping()
 
 
 @dataclass(frozen=True)
@@ -29,13 +58,36 @@ class OptimizerEntry(Registered):
     params: tuple[Param, ...]
     summary: str
     build: OptimizerBuilder
+    # Elementwise update: an arm's seeds could train as one stacked model. Those that
+    # reduce over whole tensors or the whole model (DoG, Prodigy, D-Adaptation) are not.
+    batchable: bool = True
+    stepping: Stepping = PLAIN
+
+    def describe(self) -> dict[str, Any]:
+        """The catalog's entry, with how the optimizer is stepped."""
+        return {
+            **super().describe(),
+            "batchable": self.batchable,
+            "schedule_free": self.stepping.schedule_free,
+            "parameter_free": self.stepping.parameter_free,
+            "averaged": self.stepping.averaged,
+        }
 
 
 # Ranges torch would also refuse, checked here so the message names our option.
 _AT_LEAST_ZERO = frozenset(
-    {"momentum", "weight_decay", "lr_decay", "initial_accumulator_value", "dampening"}
+    {
+        "momentum",
+        "weight_decay",
+        "lr_decay",
+        "initial_accumulator_value",
+        "dampening",
+        "warmup_steps",
+        "r",
+        "weight_lr_power",
+    }
 )
-_ABOVE_ZERO = frozenset({"eps"})
+_ABOVE_ZERO = frozenset({"eps", "d0", "d_coef", "reps_rel"})
 _UNIT_INTERVAL = frozenset({"beta1", "beta2", "alpha", "rho"})  # [0, 1)
 
 
@@ -76,6 +128,45 @@ def _torch(kind: Callable[..., torch.optim.Optimizer]) -> OptimizerBuilder:
     return build
 
 
+def _schedule_free_sgd(
+    params: Iterable[Any], lr: float, options: dict[str, Any]
+) -> torch.optim.Optimizer:
+    if not 0 < options["momentum"] < 1:
+        raise ValueError(f"sgd_schedulefree.momentum must be in (0, 1), got {options['momentum']}")
+    return schedulefree.SGDScheduleFree(params, lr=lr, **options)
+
+
+def _positive_lr(build: OptimizerBuilder) -> OptimizerBuilder:
+    """Builder for optimizers that refuse lr <= 0 when built (lr multiplies their estimate).
+
+    A policy may start at 0 (a warm-up from zero); the engine sets the policy's lr before
+    every step, so the value given at construction is never stepped with.
+    """
+
+    def positive(
+        params: Iterable[Any], lr: float, options: dict[str, Any]
+    ) -> torch.optim.Optimizer:
+        return build(params, lr if lr > 0 else 1.0, options)
+
+    return positive
+
+
+def _estimated_d(optimizer: torch.optim.Optimizer) -> float | None:
+    """Prodigy's and D-Adaptation's estimated step size d (the lr multiplies it)."""
+    return float(optimizer.param_groups[0]["d"])
+
+
+def _dog_step_size(optimizer: torch.optim.Optimizer) -> float | None:
+    """DoG's step size per unit of lr, max distance / sqrt(sum of squared gradient norms).
+
+    None before the first step, and for LDoG, whose step sizes are one per layer.
+    """
+    group = optimizer.param_groups[0]
+    if "rbar" not in group or group["rbar"].numel() != 1:
+        return None
+    return float(group["rbar"] / torch.sqrt(group["G"]))
+
+
 def _weight_decay(default: float = 0.0) -> Param:
     return Param("weight_decay", "float", default, "L2 penalty (decoupled for adamw)")
 
@@ -91,6 +182,31 @@ def _adam_params(weight_decay: float) -> tuple[Param, ...]:
 
 
 _MOMENTUM = Param("momentum", "float", 0.9, "momentum factor")
+_BETAS = (
+    Param("beta1", "float", 0.9, "decay of the running mean of gradients"),
+    Param("beta2", "float", 0.999, "decay of the running mean of squared gradients"),
+)
+_EPS = Param("eps", "float", 1e-8, "added to the denominator for stability")
+_SCHEDULE_FREE = (
+    Param("warmup_steps", "int", 0, "iterations of the optimizer's own linear warm-up"),
+    Param("r", "float", 0.0, "power of the polynomial weighting of the average"),
+    Param("weight_lr_power", "float", 2.0, "weights of the average are lr to this power"),
+)
+_D0 = Param("d0", "float", 1e-6, "initial estimate of the step size d")
+_BIAS_CORRECTION = Param("use_bias_correction", "bool", False, "Adam's bias correction")
+_DOG = (
+    Param(
+        "reps_rel",
+        "float",
+        1e-6,
+        "first step's distance relative to 1 + |x0| (the package suggests 1e-4 with BatchNorm)",
+    ),
+    _weight_decay(),
+    _EPS,
+)
+_SCHEDULE_FREE_STEPPING = Stepping(schedule_free=True)
+_D_STEPPING = Stepping(parameter_free=True, step_size=_estimated_d)
+_DOG_STEPPING = Stepping(parameter_free=True, averaged=True, step_size=_dog_step_size)
 
 OPTIMIZERS: Mapping[str, OptimizerEntry] = MappingProxyType(
     {
@@ -152,6 +268,77 @@ OPTIMIZERS: Mapping[str, OptimizerEntry] = MappingProxyType(
                 ),
                 "AdaDelta (torch's lr scales its update; 1.0 is the original algorithm)",
                 _torch(torch.optim.Adadelta),
+            ),
+            OptimizerEntry(
+                "sgd_schedulefree",
+                (_MOMENTUM, _weight_decay(), *_SCHEDULE_FREE),
+                "schedule-free SGD (Defazio et al. 2024): evaluated at its averaged iterate",
+                _schedule_free_sgd,
+                stepping=_SCHEDULE_FREE_STEPPING,
+            ),
+            OptimizerEntry(
+                "adamw_schedulefree",
+                (*_BETAS, _EPS, _weight_decay(), *_SCHEDULE_FREE),
+                "schedule-free AdamW, AlgoPerf 2024's self-tuning winner",
+                _torch(schedulefree.AdamWScheduleFree),
+                stepping=_SCHEDULE_FREE_STEPPING,
+            ),
+            OptimizerEntry(
+                "prodigy",
+                (
+                    *_BETAS,
+                    _EPS,
+                    _weight_decay(),
+                    Param("decouple", "bool", True, "decoupled (AdamW-style) weight decay"),
+                    _BIAS_CORRECTION,
+                    Param("safeguard_warmup", "bool", False, "keep d from growing in warm-up"),
+                    _D0,
+                    Param("d_coef", "float", 1.0, "factor on the estimated d"),
+                ),
+                "Prodigy (Mishchenko & Defazio 2023): lr multiplies an estimated step size d",
+                _positive_lr(_torch(prodigyopt.Prodigy)),
+                batchable=False,
+                stepping=_D_STEPPING,
+            ),
+            OptimizerEntry(
+                "dadapt_sgd",
+                (Param("momentum", "float", 0.0, "momentum factor"), _weight_decay(), _D0),
+                "D-Adaptation SGD (Defazio & Mishchenko 2023): lr multiplies an estimated d",
+                _positive_lr(_torch(dadaptation.DAdaptSGD)),
+                batchable=False,
+                stepping=_D_STEPPING,
+            ),
+            OptimizerEntry(
+                "dadapt_adam",
+                (
+                    *_BETAS,
+                    _EPS,
+                    _weight_decay(),
+                    Param("decouple", "bool", False, "decoupled (AdamW-style) weight decay"),
+                    _BIAS_CORRECTION,
+                    _D0,
+                ),
+                "D-Adaptation Adam: lr multiplies an estimated step size d",
+                _positive_lr(_torch(dadaptation.DAdaptAdam)),
+                batchable=False,
+                stepping=_D_STEPPING,
+            ),
+            OptimizerEntry(
+                "dog",
+                _DOG,
+                "DoG (Ivgi et al. 2023): step size from distance over gradients; lr multiplies "
+                "it (1.0 recommended); evaluated on polynomial-decay averaged weights",
+                _positive_lr(_torch(dog.DoG)),
+                batchable=False,
+                stepping=_DOG_STEPPING,
+            ),
+            OptimizerEntry(
+                "ldog",
+                _DOG,
+                "layer-wise DoG: one DoG step size per tensor; evaluated on averaged weights",
+                _positive_lr(_torch(dog.LDoG)),
+                batchable=False,
+                stepping=_DOG_STEPPING,
             ),
         )
     }

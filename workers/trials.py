@@ -21,7 +21,7 @@ from workers.datasets import Dataset
 from workers.engine import Engine, Evaluation
 from workers.events import EvalPoint, RangeTestPoint
 from workers.models import build_model
-from workers.optimizers import build_optimizer
+from workers.optimizers import OPTIMIZERS, build_optimizer
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,7 @@ def build_engine(setup: TrialSetup, data: Dataset, first_lr: float) -> Engine:
         seed=setup.seed,
         device=setup.device,
         bf16=setup.bf16,
+        stepping=OPTIMIZERS[setup.optimizer["name"]].stepping,
     )
 
 
@@ -155,6 +156,7 @@ def _point(
         accuracy=evaluation.accuracy,
         loss=evaluation.loss,
         elapsed_s=engine.elapsed_s,
+        d=engine.step_size(),
     )
 
 

@@ -37,6 +37,7 @@ from clr.policies import (
     step_lr,
     triangular,
     triangular2,
+    wsd_lr,
 )
 
 REL = 1e-12
@@ -240,6 +241,7 @@ def test_one_cycle_endpoints() -> None:
 
 BASE = {"iteration": 0, "base_lr": 0.01, "max_lr": 0.1, "step_size": 5}
 ONE = {"iteration": 0, "max_lr": 0.1, "total_iterations": 100}
+WSD = {"iteration": 0, "lr": 0.1, "total_iterations": 100}
 
 
 @pytest.mark.parametrize(
@@ -270,6 +272,11 @@ ONE = {"iteration": 0, "max_lr": 0.1, "total_iterations": 100}
         (one_cycle_lr, {**ONE, "anneal_strategy": "cubic"}, "anneal_strategy", "'cubic'"),
         (one_cycle_lr, {**ONE, "three_phase": "yes"}, "three_phase", "'yes'"),
         (one_cycle_lr, {**ONE, "total_iterations": 10, "pct_start": 0.1}, "pct_start", "0.1"),
+        (wsd_lr, {**WSD, "warmup": -1}, "warmup", "-1"),
+        (wsd_lr, {**WSD, "decay_fraction": 1.5}, "decay_fraction", "1.5"),
+        (wsd_lr, {**WSD, "decay_shape": "exp"}, "decay_shape", "'exp'"),
+        (wsd_lr, {**WSD, "min_lr_ratio": -0.1}, "min_lr_ratio", "-0.1"),
+        (wsd_lr, {**WSD, "warmup": 90}, "warmup (90)", "total_iterations (100)"),
     ],
 )  # fmt: skip
 def test_bad_parameter_is_named_with_its_value(
@@ -286,6 +293,78 @@ def test_one_cycle_zero_length_warm_up_is_what_torch_cannot_do() -> None:
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     with pytest.raises(ZeroDivisionError):
         OneCycleLR(optimizer, 0.1, total_steps=10, pct_start=0.1, cycle_momentum=False)
+
+
+def reference_wsd(
+    it: int, lr: float, total: int, warmup: int, fraction: float, shape: str, floor: float
+) -> float:
+    """pytorch-optimizer's WSD schedule, driving an optimizer, at iteration `it`."""
+    from pytorch_optimizer.lr_scheduler.wsd import get_wsd_scheduler_lambda
+
+    decay = math.floor(fraction * total + 0.5)
+    ratio = get_wsd_scheduler_lambda(
+        it,
+        num_warmup_steps=warmup,
+        num_stable_steps=total - warmup - decay,
+        num_decay_steps=decay,
+        # Its linear and 1-sqrt decays go to 0 whatever the floor; ours lift every shape
+        # onto [floor, 1], which is what the floor does to its cosine.
+        min_lr_ratio=floor if shape == "cosine" else 0.0,
+        num_cycles=0.5,
+        cooldown_type=shape,  # type: ignore[arg-type]
+    )
+    in_decay = total - decay <= it < total
+    if shape != "cosine" and in_decay:
+        ratio = floor + (1 - floor) * ratio
+    elif it >= total:
+        ratio = floor
+    return lr * ratio
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    lrs,
+    st.integers(1, 300),
+    st.floats(0.0, 1.0),
+    st.floats(0.0, 1.0),
+    st.sampled_from(["linear", "cosine", "1-sqrt"]),
+    st.floats(0.0, 1.0),
+)
+def test_wsd_equals_pytorch_optimizers_wsd_schedule(
+    lr: float, total: int, warmup_share: float, fraction: float, shape: str, floor: float
+) -> None:
+    decay = math.floor(fraction * total + 0.5)
+    warmup = int(warmup_share * (total - decay))
+    from pytorch_optimizer.lr_scheduler.wsd import get_wsd_schedule
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    scheduler = get_wsd_schedule(
+        optimizer,
+        warmup,
+        total - warmup - decay,
+        decay,
+        min_lr_ratio=floor,
+        cooldown_type=shape,  # type: ignore[arg-type]
+    )
+    for it in range(total + 3):
+        want = reference_wsd(it, lr, total, warmup, fraction, shape, floor)
+        assert close(wsd_lr(it, lr, total, warmup, fraction, shape, floor), want, lr), it
+        if shape == "cosine" or floor == 0.0:
+            # Where the two agree on the floor, the package's own scheduler gives it too.
+            got = optimizer.param_groups[0]["lr"]
+            assert close(wsd_lr(it, lr, total, warmup, fraction, shape, floor), got, lr), it
+        optimizer.step()
+        scheduler.step()
+
+
+def test_wsd_phases_by_hand() -> None:
+    # 100 iterations: warm-up 10, stable to 80, a linear decay over the last 20 to 0.1 * lr.
+    lr = 0.4
+    at = [wsd_lr(it, lr, 100, 10, 0.2, "linear", 0.1) for it in (0, 5, 10, 79, 80, 90, 100)]
+    assert at == pytest.approx([0.0, 0.2, 0.4, 0.4, 0.4, 0.4 * (0.1 + 0.9 * 0.5), 0.04])
+    assert wsd_lr(96, 1.0, 100, 0, 0.2, "1-sqrt") == pytest.approx(1 - math.sqrt(0.8))
+    assert wsd_lr(90, 1.0, 100, 0, 0.2, "cosine") == pytest.approx(0.5)
+    assert wsd_lr(50, 1.0, 100, 0, 0.0) == 1.0  # no decay: constant after the warm-up
 
 
 # ---- registry ----------------------------------------------------------------------------------
@@ -308,6 +387,7 @@ DECLARED = {
         "anneal_strategy",
         "three_phase",
     ],
+    "wsd": ["lr", "total_iterations", "warmup", "decay_fraction", "decay_shape", "min_lr_ratio"],
 }
 
 
@@ -317,6 +397,7 @@ def test_registry_declares_the_agreed_names_and_params() -> None:
     assert {k for k, v in sources.items() if v == "budget"} == {
         ("cosine", "total_iterations"),
         ("one_cycle", "total_iterations"),
+        ("wsd", "total_iterations"),
     }
     assert {k[1] for k, v in sources.items() if v == "bounds"} == {"lr", "base_lr", "max_lr"}
     defaults = {p.name: p.default for p in POLICIES["one_cycle"].params[2:]}

@@ -40,6 +40,7 @@ EXAMPLES: list[tuple[str, dict[str, Any]]] = [
             "three_phase": True,
         },
     ),
+    ("wsd", {"lr": 0.1, "total_iterations": BUDGET, "warmup": 3, "min_lr_ratio": 0.1}),
 ]
 IDS = [f"{name}-{i}" for i, (name, _) in enumerate(EXAMPLES)]
 STEPS = 2 * BUDGET + 3  # past the budget: cosine and one_cycle must hold their last value

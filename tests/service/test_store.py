@@ -45,7 +45,7 @@ TRIAL_KEYS = {
     "trial_id", "arm", "seed", "state", "error", "node_id", "iterations", "iterations_done",
     "wall_s", "points",
 }  # fmt: skip
-POINT_KEYS = {"iteration", "epoch", "lr", "train_loss", "accuracy", "loss", "elapsed_s"}
+POINT_KEYS = {"iteration", "epoch", "lr", "train_loss", "accuracy", "loss", "elapsed_s", "d"}
 
 
 def owner_id(store: Store, name: str = "alice", admin: bool = False) -> int:

@@ -86,7 +86,7 @@ def test_a_point_round_trips_through_a_json_report(point: Any) -> None:
 
 def test_points_name_their_fields_as_the_results_document_does() -> None:
     assert [f.name for f in dataclasses.fields(EvalPoint)] == [
-        "iteration", "epoch", "lr", "train_loss", "accuracy", "loss", "elapsed_s",
+        "iteration", "epoch", "lr", "train_loss", "accuracy", "loss", "elapsed_s", "d",
     ]  # fmt: skip
     assert [f.name for f in dataclasses.fields(RangeTestPoint)] == [
         "iteration", "lr", "loss", "smoothed_loss", "accuracy", "eval_loss",

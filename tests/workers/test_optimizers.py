@@ -20,6 +20,8 @@ def test_every_optimizer_builds_and_steps(name: str) -> None:
     before = model.weight.detach().clone()
     optimizer = build_optimizer(name, {}, model.parameters(), lr=0.1)
     assert optimizer.param_groups[0]["lr"] == 0.1
+    if OPTIMIZERS[name].stepping.schedule_free:
+        optimizer.train()  # type: ignore[attr-defined]
     loss = model(torch.randn(8, 4)).square().mean()
     loss.backward()
     optimizer.step()
@@ -85,7 +87,66 @@ def test_registry_describes_every_entry() -> None:
         "rmsprop",
         "adagrad",
         "adadelta",
+        "sgd_schedulefree",
+        "adamw_schedulefree",
+        "prodigy",
+        "dadapt_sgd",
+        "dadapt_adam",
+        "dog",
+        "ldog",
     ]
     described = OPTIMIZERS["adam"].describe()
     assert described["name"] == "adam"
     assert [p["name"] for p in described["params"]][:2] == ["beta1", "beta2"]
+
+
+@pytest.mark.parametrize("name", ["prodigy", "dadapt_sgd", "dadapt_adam", "dog", "ldog"])
+def test_parameter_free_optimizers_build_at_a_zero_lr(name: str) -> None:
+    # Their classes refuse lr <= 0; a warm-up from zero starts there, and the engine sets the
+    # policy's lr before every step anyway.
+    optimizer = build_optimizer(name, {}, _model().parameters(), lr=0.0)
+    assert optimizer.param_groups[0]["lr"] > 0
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "expected"),
+    [
+        ("sgd_schedulefree", {"warmup_steps": 5}, {"momentum": 0.9, "warmup_steps": 5}),
+        ("adamw_schedulefree", {"beta1": 0.95}, {"betas": (0.95, 0.999), "r": 0.0}),
+        ("prodigy", {"d_coef": 0.5, "safeguard_warmup": True}, {"d_coef": 0.5, "d": 1e-6}),
+        ("dadapt_sgd", {"momentum": 0.9}, {"momentum": 0.9, "d": 1e-6}),
+        ("dadapt_adam", {"decouple": True}, {"decouple": True, "eps": 1e-8}),
+        ("dog", {"reps_rel": 1e-4}, {"reps_rel": 1e-4, "eps": 1e-8}),
+        ("ldog", {}, {"reps_rel": 1e-6, "weight_decay": 0.0}),
+    ],
+)
+def test_modern_options_reach_their_classes(
+    name: str, options: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    group = build_optimizer(name, options, _model().parameters(), lr=1.0).param_groups[0]
+    assert {key: group[key] for key in expected} == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        ("sgd_schedulefree", {"momentum": 0.0}, r"sgd_schedulefree\.momentum must be in \(0, 1\)"),
+        ("prodigy", {"d_coef": 0.0}, r"prodigy\.d_coef must be > 0"),
+        ("dog", {"reps_rel": -1.0}, r"dog\.reps_rel must be > 0"),
+        ("adamw_schedulefree", {"warmup_steps": -1}, r"warmup_steps must be >= 0"),
+    ],
+)
+def test_bad_modern_options_name_the_field(
+    name: str, options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        build_optimizer(name, options, _model().parameters(), lr=1.0)
+
+
+def test_entries_say_how_they_are_stepped_and_whether_they_batch() -> None:
+    not_batchable = {name for name, entry in OPTIMIZERS.items() if not entry.batchable}
+    assert not_batchable == {"prodigy", "dadapt_sgd", "dadapt_adam", "dog", "ldog"}
+    described = OPTIMIZERS["dog"].describe()
+    assert described["averaged"] and described["parameter_free"]
+    assert not described["batchable"]
+    assert OPTIMIZERS["adamw_schedulefree"].describe()["schedule_free"]
