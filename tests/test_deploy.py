@@ -90,9 +90,12 @@ def test_postgres_keeps_its_data_in_a_named_volume_and_reports_its_health() -> N
     assert "ports" not in postgres  # only the compose network reaches the database
 
 
-def test_ray_head_publishes_the_dashboard_and_the_gcs_port() -> None:
+def test_ray_head_publishes_the_dashboard_and_the_gcs_port_on_loopback_only() -> None:
     head = SERVICES["ray-head"]
-    published = {expand(port).split(":")[0] for port in head["ports"]}
+    # host address : host port : container port; no address would mean every interface.
+    bindings = [expand(port).split(":") for port in head["ports"]]
+    assert {address for address, *_ in bindings} == {"127.0.0.1"}
+    published = {host_port for _, host_port, _ in bindings}
     gcs_port = str(Settings.model_fields["ray_head_port"].default)
     dashboard_port = str(Settings.model_fields["ray_dashboard_port"].default)
     assert published == {dashboard_port, gcs_port}
@@ -238,6 +241,24 @@ def test_the_guide_names_every_service_and_required_variable_and_the_scale_comma
     assert "docker compose up -d --build" in GUIDE
     for port in ("8000", "8265", defaults()["RAY_HEAD_PORT"]):
         assert f"`{port}`" in GUIDE, port
+
+
+def test_the_guide_opens_the_ray_ports_to_a_private_network_and_puts_the_api_behind_tls() -> None:
+    overrides = [
+        yaml.safe_load(block.replace("!override", "").replace("!reset", ""))
+        for block in re.findall(r"```yaml\n(.*?)```", GUIDE, re.DOTALL)
+    ]
+    head_ports = [
+        o["services"]["ray-head"].get("ports")
+        for o in overrides
+        if "ray-head" in o.get("services", {})
+    ]
+    assert ["10.0.0.5:8265:8265", "10.0.0.5:6380:6380"] in head_ports
+    (api,) = [o["services"]["api"] for o in overrides if "FORWARDED_ALLOW_IPS" in str(o)]
+    assert api["ports"] == ["127.0.0.1:8000:8000"]
+    assert api["environment"]["PUBLIC_URL"].startswith("https://")
+    for words in ("--proxy-headers", "X-Forwarded-Proto", "ports: !override"):
+        assert words in GUIDE, words
 
 
 def test_every_clrstudy_command_in_the_guide_and_the_compose_file_parses() -> None:
