@@ -31,7 +31,7 @@ from pydantic import (
 )
 
 from clr.params import Param, check_params
-from clr.policies import POLICIES, make_schedule
+from clr.policies import CYCLIC_MODES, POLICIES, make_schedule
 from workers.datasets import DATASETS, known_shape
 from workers.models import MODELS, count_parameters
 from workers.optimizers import OPTIMIZERS
@@ -314,6 +314,17 @@ class RangeTestSpec(BaseModel):
         4.0, gt=1, description="stop once the smoothed loss exceeds this times its minimum"
     )
 
+    @field_validator("optimizer")
+    @classmethod
+    def _sweepable(cls, optimizer: Component) -> Component:
+        if OPTIMIZERS[optimizer.name].stepping.parameter_free:
+            raise ValueError(
+                f"{optimizer.name!r} is parameter-free: its lr multiplies a step size it "
+                "estimates, so sweeping the lr finds no bounds; run the range test with "
+                "an optimizer that takes its lr as given, such as sgd"
+            )
+        return optimizer
+
     @model_validator(mode="after")
     def _check(self) -> RangeTestSpec:
         if self.max_lr <= self.min_lr:
@@ -546,6 +557,30 @@ class ArmSpec(BaseModel):
             problems += self._range_ends_problems(tuned)
         if problems:
             raise ValueError("\n".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _check_optimizer_policy(self) -> ArmSpec:
+        """Pairs an optimizer's package rules out; what each is refused for says why."""
+        optimizer, policy = self.optimizer.name, self.policy.name
+        if OPTIMIZERS[optimizer].stepping.schedule_free and policy in CYCLIC_MODES:
+            raise ValueError(
+                f"policy {policy!r} is cyclic and optimizer {optimizer!r} is schedule-free: "
+                "it averages its iterates in place of a schedule, and its package advises "
+                "no schedule beyond a warm-up; use fixed (with the optimizer's warmup_steps)"
+            )
+        if OPTIMIZERS[optimizer].stepping.schedule_free and self.cycle_momentum:
+            raise ValueError(
+                f"cycle_momentum is true and optimizer {optimizer!r} is schedule-free: its "
+                "momentum weighs the switch between training and evaluation weights, which "
+                "must stay fixed; set cycle_momentum to false"
+            )
+        if optimizer == "dadapt_sgd" and policy == "wsd" and self.policy.params.get("warmup"):
+            raise ValueError(
+                f"policy.params.warmup is {self.policy.params['warmup']!r}, and a warm-up "
+                "from 0 gives dadapt_sgd an lr of 0 at its first step, where it divides "
+                "by zero; use warmup 0"
+            )
         return self
 
     def _range_ends_problems(self, tuned: list[str]) -> list[str]:

@@ -543,3 +543,75 @@ def test_validation_errors_from_a_file_start_with_its_path(tmp_path: Path) -> No
         f"{path}: batch_size: Input should be greater than or equal to 1, got 0",
         f"{path}: seeds: a seed count must be between 1 and 1, got 2",
     ]
+
+
+# ---- optimizers' package rules -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("optimizer", ["sgd_schedulefree", "adamw_schedulefree"])
+@pytest.mark.parametrize("policy", ["triangular", "triangular2", "exp_range"])
+def test_a_cyclic_policy_on_a_schedule_free_optimizer_is_refused(
+    optimizer: str, policy: str
+) -> None:
+    params = {"base_lr": 0.001, "max_lr": 0.01, "step_size": 20, "gamma": 0.99}
+    if policy != "exp_range":
+        del params["gamma"]
+    message = error(with_arm(1, optimizer=optimizer, policy={"name": policy, **params}))
+    assert (
+        f"arms[1]: policy '{policy}' is cyclic and optimizer '{optimizer}' is schedule-free"
+        in message
+    )
+    assert "use fixed" in message
+
+
+def test_schedule_free_takes_a_fixed_lr_and_a_warm_up() -> None:
+    arm = {
+        "name": "sf",
+        "optimizer": {"name": "adamw_schedulefree", "warmup_steps": 10},
+        "policy": {"name": "fixed", "lr": 0.0025},
+    }
+    spec = parse_spec(study(arms=[arm], range_test=None))
+    assert spec.arms[0].optimizer.options == {"warmup_steps": 10}
+
+
+@pytest.mark.parametrize("optimizer", ["prodigy", "dadapt_sgd", "dadapt_adam", "dog", "ldog"])
+def test_a_range_test_with_a_parameter_free_optimizer_is_refused(optimizer: str) -> None:
+    data = study(range_test={"iterations": 50, "optimizer": optimizer})
+    message = error(data)
+    assert f"range_test.optimizer: '{optimizer}' is parameter-free" in message
+    assert "such as sgd" in message
+
+
+def test_parameter_free_arms_take_lr_as_a_multiplier_without_a_range_test() -> None:
+    arms = [
+        {"name": name, "optimizer": name, "policy": {"name": "wsd", "lr": 1.0, "warmup": 10}}
+        for name in ("prodigy", "dadapt_adam", "dog", "ldog")
+    ]
+    assert [a.name for a in parse_spec(study(arms=arms, range_test=None)).arms] == [
+        "prodigy",
+        "dadapt_adam",
+        "dog",
+        "ldog",
+    ]
+
+
+def test_dadapt_sgd_cannot_start_a_warm_up_from_zero() -> None:
+    arm = {"name": "d", "optimizer": "dadapt_sgd", "policy": {"name": "wsd", "lr": 1.0}}
+    assert parse_spec(study(arms=[arm], range_test=None)).arms[0].policy.name == "wsd"
+    arm["policy"] = {"name": "wsd", "lr": 1.0, "warmup": 5}
+    message = error(study(arms=[arm], range_test=None))
+    assert "arms[0]: policy.params.warmup is 5" in message
+    assert "divides by zero; use warmup 0" in message
+
+
+def test_cycled_momentum_on_a_schedule_free_optimizer_is_refused() -> None:
+    arm = {
+        "name": "sf",
+        "optimizer": "sgd_schedulefree",
+        "policy": {"name": "one_cycle", "max_lr": 0.5},
+        "cycle_momentum": True,
+    }
+    message = error(study(arms=[arm], range_test=None))
+    assert "arms[0]: cycle_momentum is true and optimizer 'sgd_schedulefree' is schedule-free" in (
+        message
+    )
