@@ -2,8 +2,12 @@
 
 The local head runs `ray start --head --block` in a process group of its own, so it (and
 the study jobs on it) outlive an API process that dies; a restarted service finds it on
-its port and uses it again. A clean shutdown stops the head only if this process started
-it, by signalling that process group: every Ray process it spawned goes with it.
+its port and uses it again. A pid file next to STORAGE_PATH records the head's owner (the
+service process that started it) and the head's pid. A clean shutdown stops the head only
+if this process owns it: it started it, or adopted it because its owner had died. A second
+live service process uses the head and leaves it running; a pid file whose process is not
+a Ray head (a pid reused by something else) is ignored, never signalled. Stopping signals
+the head's process group: every Ray process it spawned goes with it.
 
 Ray's token authentication stays on. Clients of a running cluster (this process's Jobs
 client, `ray.init(address=...)` in a job) need `RAY_AUTH_MODE=token` and the token, which
@@ -15,6 +19,8 @@ makes one the way Ray does (`ray get-auth-token --generate`), readable by its ow
 
 from __future__ import annotations
 
+import itertools
+import json
 import logging
 import os
 import re
@@ -149,12 +155,34 @@ def client_environment() -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 
+def is_ray_head(pid: int) -> bool:
+    """Whether process `pid` runs `ray start --head` (a zombie's command line is empty)."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return False
+    starts = any(
+        Path(arg).name == "ray" and after == "start" for arg, after in itertools.pairwise(args)
+    )
+    return starts and "--head" in args
+
+
+def is_alive(pid: int) -> bool:
+    """Whether process `pid` exists (not a zombie)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
 class RayCluster:
     """Where studies run: `RAY_ADDRESS`'s cluster, or a local head started on demand."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.process: subprocess.Popen[bytes] | None = None
+        self.owned_head: int | None = None  # pid of the head this process owns, if any
         client_environment()
 
     @property
@@ -182,16 +210,45 @@ class RayCluster:
         folder = Path(self.settings.storage_path).resolve().parent
         return folder / f"ray-head-{self.settings.ray_head_port}.pid"
 
+    def _read_pid_file(self) -> tuple[int | None, int] | None:
+        """(owner pid, head pid) from the pid file; None when it is missing or unreadable."""
+        try:
+            record = json.loads(self._pid_file.read_text())
+            owner, head = record.get("owner"), record["head"]
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            return None
+        if not isinstance(head, int) or not (owner is None or isinstance(owner, int)):
+            return None
+        return owner, head
+
+    def _write_pid_file(self, head: int) -> None:
+        self._pid_file.write_text(json.dumps({"owner": os.getpid(), "head": head}))
+
+    def _adopt(self) -> None:
+        """Own the running head if its owner died; otherwise only use it."""
+        record = self._read_pid_file()
+        if record is None or not is_ray_head(record[1]):
+            log.info("using the Ray head at %s; not ours to stop", self.dashboard_url)
+            return
+        owner, head = record
+        if owner is not None and owner != os.getpid() and is_alive(owner):
+            log.info("using the Ray head at %s; process %d owns it", self.dashboard_url, owner)
+            return
+        self._write_pid_file(head)
+        self.owned_head = head
+        log.info("adopted the Ray head at %s (pid %d); its owner is gone", self.dashboard_url, head)
+
     def start(self) -> None:
         """Start the local head unless one already answers; no-op for a given cluster.
 
-        A head that answers already is the one an earlier service process started (it
-        outlives a crash): it is adopted, and stopped on shutdown like one started here.
+        A head that answers already was started by another service process, which may have
+        died (the head outlives a crash): a head whose owner died is adopted, and stopped
+        on shutdown like one started here; one whose owner lives is only used.
         """
         if not self.local:
             return
         if self.reachable():
-            log.info("using the local Ray head already running at %s", self.dashboard_url)
+            self._adopt()
             return
         if port_taken(self.settings.ray_head_port):
             # Ray itself would retry for most of a minute, then blame its GCS.
@@ -231,7 +288,8 @@ class RayCluster:
                 env=head_environment(self.settings),
                 start_new_session=True,
             )
-        self._pid_file.write_text(str(self.process.pid))
+        self._write_pid_file(self.process.pid)
+        self.owned_head = self.process.pid
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -259,8 +317,14 @@ class RayCluster:
         return message
 
     def stop(self) -> None:
-        """Stop the local head (and every Ray process it spawned); a given cluster stays."""
-        if not self.local:
+        """Stop the local head (and every Ray process it spawned) if this process owns it;
+        a given cluster, or a head another live process owns, stays."""
+        if not self.local or self.owned_head is None:
+            return
+        record = self._read_pid_file()
+        if record is not None and record[0] not in (None, os.getpid()) and is_alive(record[0]):
+            # Another process adopted it meanwhile (it thought us dead): it is theirs now.
+            self.owned_head, self.process = None, None
             return
         if self.process is not None:
             try:
@@ -272,17 +336,18 @@ class RayCluster:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
             self.process = None
-        elif self._pid_file.exists():
-            # Adopted from an earlier service process: its process group, by its pid file.
-            pgid = int(self._pid_file.read_text())
+        elif is_ray_head(self.owned_head):
+            # Adopted from a service process that died: the head's process group.
+            pgid = self.owned_head
             try:
                 os.killpg(pgid, signal.SIGTERM)
                 deadline = time.monotonic() + 30
-                while time.monotonic() < deadline and self.reachable():
-                    time.sleep(0.5)
+                while time.monotonic() < deadline and is_ray_head(pgid):
+                    time.sleep(0.2)
                 os.killpg(pgid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        self.owned_head = None
         self._pid_file.unlink(missing_ok=True)
 
     def jobs(self) -> JobSubmissionClient:

@@ -3,8 +3,16 @@ the head exits early."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import signal
 import socket
 import stat
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +23,8 @@ from service.ray_cluster import (
     RayUnavailable,
     ensure_auth_token,
     free_port,
+    is_alive,
+    is_ray_head,
     last_meaningful_line,
 )
 from service.settings import Settings
@@ -122,3 +132,123 @@ def test_a_head_that_cannot_take_its_port_says_so(fresh_home: Path, tmp_path: Pa
     assert cluster.process is None
     assert not list(tmp_path.glob("**/ray-head-*.pid"))
     assert not (fresh_home / ".ray").exists()
+
+
+# --- who stops a running head -----------------------------------------------------------------
+
+
+class Dashboard:
+    """Something answering on the dashboard's port, as a running head's dashboard does."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        class Answer(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.HTTPServer(("127.0.0.1", 0), Answer)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _process(*args: str) -> subprocess.Popen[bytes]:
+    """A sleeping process in a session of its own with these arguments, reaped when it ends."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)", *args], start_new_session=True
+    )
+    threading.Thread(target=process.wait, daemon=True).start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and args and not is_ray_head(process.pid):
+        time.sleep(0.05)
+    return process
+
+
+@pytest.fixture
+def running_head(tmp_path: Path) -> Iterator[tuple[Settings, Dashboard]]:
+    dashboard = Dashboard()
+    settings = Settings(
+        _env_file=None,
+        database_url=f"sqlite:///{tmp_path / 'unused.db'}",
+        ray_head_port=free_port(),
+        ray_dashboard_port=dashboard.port,
+        storage_path=str(tmp_path / "var" / "ray_results"),
+    )
+    Path(settings.storage_path).parent.mkdir(parents=True)
+    yield settings, dashboard
+    dashboard.close()
+
+
+def _pid_file(settings: Settings, owner: int | None, head: int) -> Path:
+    path = Path(settings.storage_path).parent / f"ray-head-{settings.ray_head_port}.pid"
+    path.write_text(json.dumps({"owner": owner, "head": head}))
+    return path
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+def test_a_head_another_live_process_owns_is_used_and_never_stopped(
+    running_head: tuple[Settings, Dashboard],
+) -> None:
+    settings, _ = running_head
+    head, owner = _process("ray", "start", "--head"), _process()
+    try:
+        pid_file = _pid_file(settings, owner.pid, head.pid)
+        cluster = RayCluster(settings)
+        cluster.start()
+        cluster.stop()
+        assert is_ray_head(head.pid)
+        assert json.loads(pid_file.read_text()) == {"owner": owner.pid, "head": head.pid}
+    finally:
+        for process in (head, owner):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def test_a_head_whose_owner_died_is_adopted_and_stopped_on_shutdown(
+    running_head: tuple[Settings, Dashboard],
+) -> None:
+    settings, _ = running_head
+    head = _process("ray", "start", "--head")
+    try:
+        pid_file = _pid_file(settings, _dead_pid(), head.pid)
+        cluster = RayCluster(settings)
+        cluster.start()
+        assert json.loads(pid_file.read_text()) == {"owner": os.getpid(), "head": head.pid}
+        cluster.stop()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and is_alive(head.pid):
+            time.sleep(0.05)
+        assert not is_alive(head.pid) and not pid_file.exists()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGKILL)
+
+
+def test_a_pid_file_naming_a_process_that_is_not_a_ray_head_is_never_signalled(
+    running_head: tuple[Settings, Dashboard],
+) -> None:
+    settings, _ = running_head
+    stranger = _process()  # the pid was reused by something else
+    try:
+        _pid_file(settings, _dead_pid(), stranger.pid)
+        cluster = RayCluster(settings)
+        cluster.start()
+        cluster.stop()
+        time.sleep(0.2)
+        assert is_alive(stranger.pid)
+    finally:
+        os.killpg(stranger.pid, signal.SIGKILL)
