@@ -36,7 +36,7 @@ UNAUTHORIZED: Responses = {401: _doc("No valid API key: send `Authorization: Bea
 NOT_FOUND: Responses = {404: _doc("No such study, or it belongs to another owner.")}
 CONFLICT: Responses = {409: _doc("The study has finished already: there is nothing to cancel.")}
 TOO_LARGE: Responses = {413: _doc("The request body is over the server's limit (MAX_BODY_BYTES).")}
-TOO_MANY: Responses = {429: _doc("The owner has as many queued and running studies as allowed.")}
+TOO_MANY: Responses = {429: _doc("The owner has as many queued studies as allowed.")}
 UNAVAILABLE: Responses = {503: _doc("The database cannot be reached; retry later.")}
 
 

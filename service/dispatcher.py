@@ -5,7 +5,9 @@ One loop in the service process, every `interval_s`:
    its true status, so nothing stays `running` forever (also after an API restart);
 2. cancel: a running study flagged for cancellation whose driver has not ended it within
    `cancel_grace_s` gets its job stopped (`stop_job`);
-3. start: queued studies, oldest first, while fewer than `max_running_studies` run.
+3. start: queued studies while fewer than `max_running_studies` run (over every process
+   sharing the database), no owner beyond `max_running_studies_per_owner`, owners in turn
+   (`Store.claim_next_study`).
 The submission id is derived from the study id, so a study never runs twice.
 """
 
@@ -113,12 +115,8 @@ class Dispatcher:
                     jobs.stop_job(submission_id(study.id))
 
     def start_queued(self, jobs: Any) -> None:
-        free = self.settings.max_running_studies - self.store.count_running()
-        if free <= 0:
-            return
-        for study in self.store.queued_studies_fifo(free):
-            if not self.store.transition(study.id, "running", expected={"queued"}):
-                continue  # cancelled, or another service process took it
+        limits = (self.settings.max_running_studies, self.settings.max_running_studies_per_owner)
+        while (study := self.store.claim_next_study(*limits)) is not None:
             sid = submission_id(study.id)
             try:
                 jobs.submit_job(

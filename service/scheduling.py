@@ -22,7 +22,14 @@ from service.cron import check_timezone, latest_due, next_due
 from service.db import DatabaseUnavailable
 from service.models import utcnow
 from service.settings import Settings
-from service.store import ScheduleRecord, ScheduleRunRecord, Store, StudyRecord
+from service.store import (
+    IdempotencyKeyReused,
+    ScheduleRecord,
+    ScheduleRunRecord,
+    Store,
+    StudyRecord,
+    TooManyStudies,
+)
 from service.studies import ACTIVE_STATUSES, submit, validate_spec
 
 log = logging.getLogger(__name__)
@@ -103,8 +110,7 @@ class Scheduler:
             if run is None:
                 continue  # another process claimed it, or it was disabled or deleted
             if run.state == "created":
-                study = self._create_study(run)
-                run = replace(run, study_id=study.id if study else None)
+                run = self._create_study(run)
             log.info("schedule %s: run for %s %s", schedule.id, due_at, run.state)
             claimed.append(run)
         return claimed
@@ -121,23 +127,32 @@ class Scheduler:
             return f"the template spec is no longer valid under the server's limits: {error}"
         return None
 
-    def _create_study(self, run: ScheduleRunRecord) -> StudyRecord | None:
+    def _create_study(self, run: ScheduleRunRecord) -> ScheduleRunRecord:
+        """Create the run's study; the run with it, or skipped where the owner has
+        MAX_QUEUED_STUDIES_PER_OWNER queued studies (schedules are held to it too)."""
         schedule = self.store.get_schedule(run.schedule_id)
         if schedule is None:
-            return None
+            return run
         name = study_name(schedule, run.due_at)
         spec = {**schedule.spec, "name": name}
         key = idempotency_key(run)
+        limit = self.settings.max_queued_studies_per_owner
         try:
-            # Schedules are not held to the per-owner limit of queued and running studies.
-            study, _ = submit(
-                self.store, self.settings, schedule.owner_id, spec, key, per_owner_limit=False
-            )
-        except ValidationError:
-            # The limits changed since this run was claimed: the template as it was accepted.
-            study, _ = self.store.create_study(schedule.owner_id, spec, name, key)
+            try:
+                study, _ = submit(self.store, self.settings, schedule.owner_id, spec, key)
+            except ValidationError:
+                # The limits changed since this run was claimed: the template as it was accepted.
+                study, _ = self.store.create_study(
+                    schedule.owner_id, spec, name, key, max_queued=limit
+                )
+        except TooManyStudies as error:
+            reason = f"no study was created: {error}"
+            self.store.skip_run(run.id, reason)
+            return replace(run, state="skipped", reason=reason)
+        except IdempotencyKeyReused as error:  # the template changed since a first attempt
+            study = error.study
         self.store.attach_run_study(run.id, study.id)
-        return study
+        return replace(run, study_id=study.id)
 
 
 # --------------------------------------------------------------------------------------

@@ -52,11 +52,21 @@ class Settings(BaseSettings):
     )
     data_root: str = Field("./data", description="Directory the data sets are read from.")
     max_running_studies: int = Field(
-        2, description="Studies running at once; further ones wait in the queue, FIFO."
+        2,
+        description="Studies running at once, over every service process sharing the "
+        "database; further ones wait in the queue, served one owner after another.",
     )
     max_running_studies_per_owner: int = Field(
-        2, description="Studies one owner (API key holder) may have running at once."
+        2,
+        description="Studies one owner (API key holder) may have running at once, however "
+        "they were created; the dispatcher starts no more.",
     )
+    max_queued_studies_per_owner: int = Field(
+        20,
+        description="Studies one owner may have waiting in the queue; a new one (API, "
+        "schedule) beyond it is refused (429; a schedule's run is skipped).",
+    )
+    max_schedules_per_owner: int = Field(10, description="Most schedules one owner may have.")
     max_iterations_per_trial: int = Field(
         200_000, description="Largest `iterations` a study may ask for per trial."
     )

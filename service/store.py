@@ -9,6 +9,7 @@ time) constraint guards, so no two processes record, nor create a study for, the
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import secrets
 import uuid
@@ -78,6 +79,25 @@ class InvalidTransition(ValueError):
 
 class DuplicateScheduleName(ValueError):
     """The owner has a schedule of that name already."""
+
+
+class TooManyStudies(Exception):
+    """The owner has as many queued studies as the server allows."""
+
+
+class TooManySchedules(Exception):
+    """The owner has as many schedules as the server allows."""
+
+
+class IdempotencyKeyReused(ValueError):
+    """The owner used the idempotency key already, for another spec: `study` is that study."""
+
+    def __init__(self, study: StudyRecord) -> None:
+        super().__init__(
+            f"this Idempotency-Key created study {study.id} from another spec; "
+            "use a new key for a new study"
+        )
+        self.study = study
 
 
 @dataclass(frozen=True)
@@ -224,6 +244,33 @@ def _taken(name: Any) -> str:
     return f"name {name!r}: you have a schedule of that name already"
 
 
+# pg_advisory_xact_lock's key for the dispatchers' start decisions: any constant that no
+# other user of the database locks ("clrstudy" in ASCII, read as a number).
+DISPATCH_LOCK = 0x636C727374756479
+
+
+def _lock(session: Session, owner_id: int | None = None) -> None:
+    """Serialize this transaction, until it ends, with every other one that locks the same:
+    the owner's row (`owner_id`) or the dispatchers' start decision (None).
+
+    PostgreSQL: the owner's row FOR UPDATE, or an advisory lock. SQLite has one writer at a
+    time: a write as the transaction's first statement takes the database's write lock
+    (waiting for it), so the reads after it see every committed write.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        if owner_id is None:
+            session.execute(select(func.pg_advisory_xact_lock(DISPATCH_LOCK)))
+        else:
+            session.execute(select(Owner.id).where(Owner.id == owner_id).with_for_update())
+        return
+    session.execute(update(Owner).where(Owner.id == (owner_id or -1)).values(name=Owner.name))
+
+
+def spec_digest(spec: Mapping[str, Any]) -> str:
+    """The SHA-256 of a spec's canonical JSON: what an idempotency key is stored with."""
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
 class Store:
     """The service's database, through frozen records."""
 
@@ -285,19 +332,41 @@ class Store:
         spec: dict[str, Any],
         name: str,
         idempotency_key: str | None = None,
+        *,
+        max_queued: int | None = None,
     ) -> tuple[StudyRecord, bool]:
-        """A new queued study and True; or, when this owner already used `idempotency_key`,
-        that study and False."""
+        """A new queued study and True; or, when this owner already used `idempotency_key`
+        for the same spec, that study and False (`IdempotencyKeyReused` for another spec).
+
+        With `max_queued`, raises `TooManyStudies` when the owner has that many queued
+        studies; the count and the insert hold the owner's lock, so parallel requests
+        cannot both pass it.
+        """
+        digest = spec_digest(spec)
         if idempotency_key is not None and (found := self.study_by_key(owner_id, idempotency_key)):
-            return found, False
+            return self._same_spec(found, digest), False
         try:
             with self._session() as session:
+                if max_queued is not None:
+                    _lock(session, owner_id)
+                    queued = session.scalar(
+                        select(func.count()).where(
+                            Study.owner_id == owner_id, Study.status == "queued"
+                        )
+                    )
+                    if (queued or 0) >= max_queued:
+                        raise TooManyStudies(
+                            f"you have {queued} queued studies, the most allowed "
+                            f"(MAX_QUEUED_STUDIES_PER_OWNER={max_queued}); wait for some to "
+                            "start or cancel one"
+                        )
                 study = Study(
                     id=str(uuid.uuid4()),
                     owner_id=owner_id,
                     name=name,
                     spec=spec,
                     idempotency_key=idempotency_key,
+                    idempotency_body_hash=None if idempotency_key is None else digest,
                 )
                 session.add(study)
                 session.flush()
@@ -308,8 +377,15 @@ class Store:
                 found := self.study_by_key(owner_id, idempotency_key)
             ):
                 raise
-            return found, False
+            return self._same_spec(found, digest), False
         return record, True
+
+    def _same_spec(self, study: StudyRecord, digest: str) -> StudyRecord:
+        with self._session() as session:
+            stored = session.scalar(select(Study.idempotency_body_hash).where(Study.id == study.id))
+        if stored is not None and stored != digest:
+            raise IdempotencyKeyReused(study)
+        return study
 
     def study_by_key(self, owner_id: int, idempotency_key: str) -> StudyRecord | None:
         """The study this owner created with `idempotency_key`, if any."""
@@ -357,14 +433,63 @@ class Store:
             )
             return [_record(StudyRecord, s) for s in page], total
 
-    def queued_studies_fifo(self, limit: int) -> list[StudyRecord]:
-        """The oldest queued studies first."""
-        return self._studies(
-            select(Study)
-            .where(Study.status == "queued")
-            .order_by(Study.created_at, Study.id)
-            .limit(limit)
-        )
+    def claim_next_study(self, max_running: int, max_running_per_owner: int) -> StudyRecord | None:
+        """Move the next queued study to `running` and return it; None while `max_running`
+        studies run, or no owner with a queued study runs fewer than `max_running_per_owner`.
+
+        Owners take turns: the next study is the oldest queued one of the owner who has
+        waited longest since a study of theirs last started (never: first). The decision
+        holds the dispatchers' lock, so several service processes together keep the limits.
+        """
+        with self._session() as session:
+            _lock(session)
+            running = dict(
+                session.execute(
+                    select(Study.owner_id, func.count())
+                    .where(Study.status == "running")
+                    .group_by(Study.owner_id)
+                ).all()
+            )
+            if sum(running.values()) >= max_running:
+                return None
+            waiting = {
+                owner: oldest
+                for owner, oldest in session.execute(
+                    select(Study.owner_id, func.min(Study.created_at))
+                    .where(Study.status == "queued")
+                    .group_by(Study.owner_id)
+                )
+                if running.get(owner, 0) < max_running_per_owner
+            }
+            if not waiting:
+                return None
+            last_start = dict(
+                session.execute(
+                    select(Study.owner_id, func.max(Study.started_at))
+                    .where(Study.owner_id.in_(waiting))
+                    .group_by(Study.owner_id)
+                ).all()
+            )
+            owner = min(
+                waiting,
+                key=lambda o: (last_start.get(o) is not None, last_start.get(o), waiting[o], o),
+            )
+            study = session.scalars(
+                select(Study)
+                .where(Study.owner_id == owner, Study.status == "queued")
+                .order_by(Study.created_at, Study.id)
+                .limit(1)
+            ).one()
+            # Conditional: a cancel (which takes no lock) may have come first.
+            started = session.execute(
+                update(Study)
+                .where(Study.id == study.id, Study.status == "queued")
+                .values(status="running", started_at=utcnow())
+            )
+            if cast(CursorResult[Any], started).rowcount != 1:
+                return None
+            session.refresh(study)
+            return cast(StudyRecord, _record(StudyRecord, study))
 
     def running_studies(self) -> list[StudyRecord]:
         return self._studies(
@@ -374,14 +499,6 @@ class Store:
     def _studies(self, query: Any) -> list[StudyRecord]:
         with self._session() as session:
             return [_record(StudyRecord, s) for s in session.scalars(query)]
-
-    def count_running(self, owner_id: int | None = None) -> int:
-        """Running studies of one owner (None: of all owners)."""
-        query = select(func.count()).select_from(Study).where(Study.status == "running")
-        if owner_id is not None:
-            query = query.where(Study.owner_id == owner_id)
-        with self._session() as session:
-            return session.scalar(query) or 0
 
     def transition(
         self,
@@ -462,8 +579,11 @@ class Store:
         points_threshold: float,
         iterations_fraction: float,
         enabled: bool = True,
+        max_schedules: int | None = None,
     ) -> ScheduleRecord:
-        """A new schedule, first due after `now`; `DuplicateScheduleName` if the name is taken."""
+        """A new schedule, first due after `now`; `DuplicateScheduleName` if the name is taken,
+        `TooManySchedules` if the owner has `max_schedules` already (counted under the
+        owner's lock)."""
         row = Schedule(
             owner_id=owner_id,
             name=name,
@@ -477,6 +597,16 @@ class Store:
         )
         try:
             with self._session() as session:
+                if max_schedules is not None:
+                    _lock(session, owner_id)
+                    count = session.scalar(
+                        select(func.count()).where(Schedule.owner_id == owner_id)
+                    )
+                    if (count or 0) >= max_schedules:
+                        raise TooManySchedules(
+                            f"you have {count} schedules, the most allowed "
+                            f"(MAX_SCHEDULES_PER_OWNER={max_schedules}); delete one first"
+                        )
                 session.add(row)
                 session.flush()
                 record: ScheduleRecord = _record(ScheduleRecord, row)
@@ -583,6 +713,15 @@ class Store:
         except IntegrityError:
             return None
         return record
+
+    def skip_run(self, run_id: int, reason: str) -> None:
+        """Record a created run as skipped after all (its study could not be created)."""
+        with self._session() as session:
+            session.execute(
+                update(ScheduleRun)
+                .where(ScheduleRun.id == run_id, ScheduleRun.study_id.is_(None))
+                .values(state="skipped", reason=reason)
+            )
 
     def attach_run_study(self, run_id: int, study_id: str) -> None:
         """Link a created schedule run to its study."""

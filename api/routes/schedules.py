@@ -24,14 +24,17 @@ from service.reports.regressions import (
 from service.reports.schedule_page import render_schedule_html
 from service.scheduling import MAX_SCHEDULE_NAME, history
 from service.settings import Settings
-from service.store import DuplicateScheduleName, ScheduleRecord
+from service.store import DuplicateScheduleName, ScheduleRecord, TooManySchedules
 from service.studies import validate_spec
 
 PREFIX = "/schedules"
-HISTORY_LIMIT = 100  # runs shown by default
+HISTORY_LIMIT = 100  # runs shown by default, and the most one request may ask for (each
+# shown run's report is read)
+HistoryLimit = Annotated[int, Query(ge=1, le=HISTORY_LIMIT, description="Newest runs shown.")]
 
 NOT_FOUND: Responses = {404: _doc("No such schedule, or it belongs to another owner.")}
 CONFLICT: Responses = {409: _doc("The owner has a schedule of that name already.")}
+TOO_MANY: Responses = {429: _doc("The owner has as many schedules as allowed.")}
 
 router = APIRouter(prefix=PREFIX, tags=["schedules"], responses={**UNAUTHORIZED, **UNAVAILABLE})
 
@@ -194,7 +197,7 @@ def _conflict(error: DuplicateScheduleName) -> HTTPException:
     status_code=status.HTTP_201_CREATED,
     response_model=ScheduleView,
     summary="Create a schedule",
-    responses=CONFLICT,
+    responses={**CONFLICT, **TOO_MANY},
 )
 def create_schedule(
     body: ScheduleCreate,
@@ -216,9 +219,12 @@ def create_schedule(
             enabled=body.enabled,
             points_threshold=body.points_threshold,
             iterations_fraction=body.iterations_fraction,
+            max_schedules=settings.max_schedules_per_owner,
         )
     except DuplicateScheduleName as error:
         raise _conflict(error) from None
+    except TooManySchedules as error:
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, detail=str(error)) from None
     response.headers["Location"] = schedule_path(schedule.id)
     return _view(schedule)
 
@@ -297,7 +303,7 @@ def delete_schedule(schedule: OwnedSchedule, store: StoreDep) -> Response:
 def get_history(
     schedule: OwnedSchedule,
     store: StoreDep,
-    limit: Annotated[int, Query(ge=1, le=1000, description="Newest runs shown.")] = HISTORY_LIMIT,
+    limit: HistoryLimit = HISTORY_LIMIT,
 ) -> dict[str, Any]:
     entries = history(store, schedule, limit)
     return {"schedule_id": schedule.id, "runs": entries, "latest": latest_comparison(entries)}
@@ -312,7 +318,7 @@ def get_history(
 def get_page(
     schedule: OwnedSchedule,
     store: StoreDep,
-    limit: Annotated[int, Query(ge=1, le=1000, description="Newest runs shown.")] = HISTORY_LIMIT,
+    limit: HistoryLimit = HISTORY_LIMIT,
 ) -> HTMLResponse:
     """Final accuracy per arm over time and every run; regressions in red."""
     return HTMLResponse(render_schedule_html(schedule, history(store, schedule, limit)))

@@ -36,8 +36,14 @@ from api.schemas import (
     TrialView,
 )
 from service.reports import build_report, render_csv, render_html
-from service.store import InvalidTransition, Store, StudyRecord
-from service.studies import TooManyStudies, submit
+from service.store import (
+    IdempotencyKeyReused,
+    InvalidTransition,
+    Store,
+    StudyRecord,
+    TooManyStudies,
+)
+from service.studies import submit
 from workers.spec import StudySpec
 
 API_PREFIX = "/api/v1"  # of every resource's router; the study links below carry it
@@ -127,7 +133,8 @@ def submit_study(
             min_length=1,
             max_length=200,
             description="Any unique string: a retried POST with the same key returns the study "
-            "the first one created instead of a second one.",
+            "the first one created instead of a second one; the same key with another spec "
+            "is a 422.",
         ),
     ] = None,
 ) -> StudyView:
@@ -138,6 +145,17 @@ def submit_study(
     except ValidationError as error:
         errors = [_body_error(e) for e in error.errors(include_url=False)]
         raise RequestValidationError(errors) from None
+    except IdempotencyKeyReused as error:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "idempotency_key_reused",
+                    "loc": ("header", "idempotency-key"),
+                    "msg": str(error),
+                    "input": idempotency_key,
+                }
+            ]
+        ) from None
     except TooManyStudies as error:
         raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, detail=str(error)) from None
     if created and dispatcher is not None:

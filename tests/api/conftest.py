@@ -63,6 +63,7 @@ def settings_for(tmp_path: Path) -> SettingsFor:
             "ray_address": None,
             "storage_path": str(tmp_path / "ray_results"),
             "max_running_studies_per_owner": 5,
+            "max_queued_studies_per_owner": 5,
             "max_iterations_per_trial": 10_000,
             "max_seeds": 4,
             "max_tuning_trials": 5,

@@ -111,6 +111,26 @@ def test_non_finite_numbers_in_a_schedule_body_are_422(
     assert [s["name"] for s in client.get(SCHEDULES, headers=alice).json()] == ["nightly"]
 
 
+def test_an_owner_may_have_max_schedules_per_owner(
+    client: TestClient, alice: dict[str, str]
+) -> None:
+    for i in range(10):  # the default limit
+        create(client, alice, name=f"n{i}")
+    refused = client.post(SCHEDULES, json=body(name="n10"), headers=alice)
+    assert refused.status_code == 429
+    assert "MAX_SCHEDULES_PER_OWNER=10" in refused.json()["detail"]
+    assert len(client.get(SCHEDULES, headers=alice).json()) == 10
+
+
+def test_history_shows_at_most_100_runs(client: TestClient, alice: dict[str, str]) -> None:
+    path = f"{SCHEDULES}/{create(client, alice)['id']}"
+    for suffix in ("/history", "/page.html"):
+        assert client.get(f"{path}{suffix}?limit=100", headers=alice).status_code == 200
+        too_many = client.get(f"{path}{suffix}?limit=101", headers=alice)
+        assert too_many.status_code == 422
+        assert too_many.json()["detail"][0]["loc"] == ["query", "limit"]
+
+
 def test_the_template_is_validated_with_the_servers_limits(
     client: TestClient, alice: dict[str, str]
 ) -> None:

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -134,22 +135,49 @@ def test_an_idempotency_key_makes_a_retry_return_the_same_study(
     assert client.get(STUDIES, headers=alice).json()["total"] == 1
 
 
-def test_the_owner_limit_counts_queued_and_running_studies(
+def test_the_owner_limit_counts_queued_studies(
     client: TestClient, store: Store, alice: Headers, bob: Headers, submit: Any, spec: Any
 ) -> None:
     ids = [submit(alice, name=f"run {i}")["id"] for i in range(5)]  # the limit is 5
-    store.transition(ids[0], "running", expected={"queued"})
     too_many = client.post(STUDIES, json=spec(), headers=alice)
     assert too_many.status_code == 429
-    assert "5 queued or running" in too_many.json()["detail"]
-    assert "MAX_RUNNING_STUDIES_PER_OWNER" in too_many.json()["detail"]
+    assert "5 queued studies" in too_many.json()["detail"]
+    assert "MAX_QUEUED_STUDIES_PER_OWNER=5" in too_many.json()["detail"]
     submit(bob)  # another owner's count is his own
-    # A retry of a POST that was accepted still returns its study at the limit.
-    client.post(f"{STUDIES}/{ids[1]}/cancel", headers=alice)
+    # A running study no longer waits: the dispatcher holds running ones to their own limit.
+    store.transition(ids[0], "running", expected={"queued"})
     keyed = client.post(STUDIES, json=spec(), headers={**alice, "Idempotency-Key": "again"})
     assert keyed.status_code == 202
+    # A retry of a POST that was accepted still returns its study at the limit.
     retry = client.post(STUDIES, json=spec(), headers={**alice, "Idempotency-Key": "again"})
     assert retry.status_code == 202 and retry.json()["id"] == keyed.json()["id"]
+
+
+def test_parallel_posts_cannot_pass_the_owner_limit_together(
+    client: TestClient, alice: Headers, spec: Callable[..., dict[str, Any]]
+) -> None:
+    def post(i: int) -> int:
+        return client.post(STUDIES, json=spec(name=f"p{i}"), headers=alice).status_code
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        codes = list(pool.map(post, range(16)))
+    assert sorted(codes) == [202] * 5 + [429] * 11
+    assert client.get(STUDIES, headers=alice).json()["total"] == 5
+
+
+def test_an_idempotency_key_with_another_body_is_422(
+    client: TestClient, alice: Headers, spec: Callable[..., dict[str, Any]]
+) -> None:
+    first = client.post(STUDIES, json=spec(), headers={**alice, "Idempotency-Key": "k-1"})
+    assert first.status_code == 202
+    other = client.post(
+        STUDIES, json=spec(name="another"), headers={**alice, "Idempotency-Key": "k-1"}
+    )
+    assert other.status_code == 422
+    (error,) = other.json()["detail"]
+    assert error["loc"] == ["header", "idempotency-key"]
+    assert first.json()["id"] in error["msg"]
+    assert client.get(STUDIES, headers=alice).json()["total"] == 1
 
 
 TUNED_ARM: dict[str, Any] = {

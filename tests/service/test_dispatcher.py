@@ -5,6 +5,7 @@ grace, and the end of a study whose driver died (its Optuna searches are closed)
 from __future__ import annotations
 
 import enum
+import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 from optuna.trial import TrialState
 from sqlalchemy import update
 
+from service.db import make_engine
 from service.dispatcher import LOG_TAIL_CHARS, Dispatcher, submission_id
 from service.driver import tuning_storage, tuning_study_prefix
 from service.models import Study, utcnow
@@ -180,6 +182,51 @@ def test_the_cap_counts_every_owners_running_studies(
     bobs = queue(store, 2, "bob")
     dispatcher.tick()
     assert [status(store, s) for s in (alices, *bobs)] == ["running", "running", "queued"]
+
+
+def test_owners_take_turns_and_none_runs_more_than_its_limit(
+    store: Store, jobs: FakeJobs, settings: Settings
+) -> None:
+    alices = queue(store, 3, "alice")  # however created: here straight into the store
+    (bobs,) = queue(store, 1, "bob")
+    turns = Dispatcher(store, FakeCluster(jobs), settings)
+    turns.tick()  # two places: one each, not alice's two oldest
+    assert [status(store, s) for s in (*alices, bobs)] == ["running", "queued", "queued", "running"]
+    one_each = settings.model_copy(
+        update={"max_running_studies": 10, "max_running_studies_per_owner": 1}
+    )
+    Dispatcher(store, FakeCluster(jobs), one_each).tick()
+    assert [status(store, s) for s in alices] == ["running", "queued", "queued"]
+    assert len(jobs.submitted) == 2
+
+
+def test_the_cap_holds_over_several_service_processes(
+    store: Store, db_url: str, settings: Settings
+) -> None:
+    """Four dispatchers, each with its own engine (as four API processes have), tick at once."""
+    stores = [store, *(Store(make_engine(db_url)) for _ in range(3))]
+
+    def start_queued(own: Store, start: threading.Barrier) -> None:
+        dispatcher = Dispatcher(own, FakeCluster(FakeJobs()), settings)
+        start.wait()
+        dispatcher.start_queued(dispatcher.cluster.jobs())
+
+    try:
+        for round_ in range(3):
+            for owner in range(4):
+                queue(store, 3, f"owner {round_}-{owner}")
+            start = threading.Barrier(len(stores))
+            threads = [threading.Thread(target=start_queued, args=(s, start)) for s in stores]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert len(store.running_studies()) == settings.max_running_studies == 2
+            for study in store.running_studies():  # free the places for the next round
+                store.transition(study.id, "succeeded", expected={"running"})
+    finally:
+        for other in stores[1:]:
+            other.engine.dispose()
 
 
 def test_a_failed_submission_fails_its_study_and_the_next_still_starts(

@@ -21,7 +21,7 @@ from service.reports.regressions import (
 )
 from service.scheduling import Scheduler, history
 from service.settings import Settings
-from service.store import ScheduleRecord, Store
+from service.store import ScheduleRecord, Store, TooManySchedules
 from tests.factories import study_spec
 from workers.events import EvalPoint, PlannedTrial
 
@@ -154,6 +154,35 @@ def test_a_template_the_limits_no_longer_allow_skips(
     (run,) = Scheduler(store, settings).tick(utc(2026, 3, 2, 1))
     assert run.state == "skipped" and "template spec is no longer valid" in (run.reason or "")
     assert store.list_studies()[1] == 0
+
+
+def test_a_schedule_is_held_to_the_owners_queued_limit(
+    store: Store, owner_id: int, tmp_path: Path
+) -> None:
+    settings = Settings(
+        _env_file=None,
+        database_url=f"sqlite:///{tmp_path / 'unused.db'}",
+        max_queued_studies_per_owner=2,
+    )
+    for name in ("a", "b"):
+        store.create_study(owner_id, study_spec(), name)
+    schedule = nightly(store, owner_id)
+    (run,) = Scheduler(store, settings).tick(utc(2026, 3, 2, 1))
+    assert run.state == "skipped" and run.study_id is None
+    assert "MAX_QUEUED_STUDIES_PER_OWNER=2" in (run.reason or "")
+    assert [(r.state, r.reason) for r in store.schedule_runs(schedule.id)] == [
+        ("skipped", run.reason)
+    ]
+    assert store.list_studies()[1] == 2
+
+
+def test_an_owner_has_at_most_max_schedules(store: Store, owner_id: int) -> None:
+    for i in range(3):
+        nightly(store, owner_id, name=f"n{i}", max_schedules=3)
+    with pytest.raises(TooManySchedules, match=r"you have 3 schedules.*=3\)"):
+        nightly(store, owner_id, name="n3", max_schedules=3)
+    record, _ = store.create_api_key("bob")
+    nightly(store, record.owner.id, name="n3", max_schedules=3)  # his count is his own
 
 
 def test_disabled_schedule_creates_nothing_and_resumes_without_catching_up(

@@ -200,20 +200,22 @@ def test_cancel(store: Store) -> None:
     assert store.request_cancel("no-such-id") is None
 
 
-def test_queue_is_fifo_and_running_counted_per_owner(store: Store) -> None:
-    alice, bob = owner_id(store, "alice"), owner_id(store, "bob")
-    ids = [new_study(store, owner) for owner in (alice, bob, alice, bob)]
-    assert [s.id for s in store.queued_studies_fifo(3)] == ids[:3]
-    store.transition(ids[0], "running", expected={"queued"})
-    store.set_submission_id(ids[0], f"clrstudy-{ids[0]}")
-    assert [s.id for s in store.queued_studies_fifo(10)] == ids[1:]
-    assert (store.count_running(alice), store.count_running(bob), store.count_running()) == (
-        1,
-        0,
-        1,
-    )
-    study = store.get_study(ids[0])
-    assert study is not None and study.submission_id == f"clrstudy-{ids[0]}"
+def test_the_next_study_serves_owners_in_turn_within_both_limits(store: Store) -> None:
+    alice, bob, carol = (owner_id(store, name) for name in ("alice", "bob", "carol"))
+    a1, a2, a3, b1, b2, c1 = (new_study(store, o) for o in (alice,) * 3 + (bob,) * 2 + (carol,))
+    started = []
+    while (study := store.claim_next_study(max_running=10, max_running_per_owner=2)) is not None:
+        assert study.status == "running" and study.started_at is not None
+        started.append(study.id)
+    # Owners who never ran come first (oldest queued first), then whoever waited longest;
+    # alice's third study waits: she runs two, her limit.
+    assert started == [a1, b1, c1, a2, b2]
+    assert store.get_study(a3).status == "queued"  # type: ignore[union-attr]
+    store.transition(c1, "succeeded", expected={"running"})
+    assert store.claim_next_study(max_running=4, max_running_per_owner=3) is None  # 4 run
+    assert store.claim_next_study(max_running=5, max_running_per_owner=3).id == a3  # type: ignore[union-attr]
+    store.set_submission_id(a3, f"clrstudy-{a3}")
+    assert store.get_study(a3).submission_id == f"clrstudy-{a3}"  # type: ignore[union-attr]
 
 
 def count_inserts(engine: Engine, table: str) -> list[int]:

@@ -8,8 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from service.settings import Settings
-from service.store import Store
-from service.studies import TooManyStudies, submit, validate_spec
+from service.store import IdempotencyKeyReused, Store, TooManyStudies
+from service.studies import submit, validate_spec
 from tests.factories import study_spec
 
 
@@ -19,7 +19,7 @@ def settings(tmp_path: Path) -> Settings:
         _env_file=None,
         database_url=f"sqlite:///{tmp_path / 'unused.db'}",
         max_seeds=2,
-        max_running_studies_per_owner=2,
+        max_queued_studies_per_owner=2,
     )
 
 
@@ -45,20 +45,34 @@ def test_submit_queues_the_validated_spec(store: Store, settings: Settings, owne
     assert study.spec["seeds"] == [0, 1]
 
 
-def test_the_per_owner_limit_refuses_a_new_study_but_not_a_retry(
+def test_the_queued_limit_refuses_a_new_study_but_not_a_retry(
     store: Store, settings: Settings, owner: int
 ) -> None:
     first, _ = submit(store, settings, owner, study_spec(), "k1")
     submit(store, settings, owner, study_spec())
-    with pytest.raises(TooManyStudies, match=r"you have 2 queued or running studies.*=2\)"):
+    with pytest.raises(TooManyStudies, match=r"you have 2 queued studies.*=2\)"):
         submit(store, settings, owner, study_spec(), "k2")
     again, created = submit(store, settings, owner, study_spec(), "k1")  # a retry of the first
     assert (again.id, created) == (first.id, False)
-    # Ended studies do not count; schedules are not held to the limit.
-    assert store.request_cancel(first.id) is not None
+    # Running and ended studies do not count (the dispatcher limits running ones).
+    assert store.transition(first.id, "running", expected={"queued"})
     submit(store, settings, owner, study_spec())
-    _, created = submit(store, settings, owner, study_spec(), per_owner_limit=False)
-    assert created and store.list_studies(owner_id=owner)[1] == 4
+    with pytest.raises(TooManyStudies):
+        submit(store, settings, owner, study_spec())
+    assert store.list_studies(owner_id=owner)[1] == 3
+
+
+def test_a_key_reused_with_another_spec_is_refused(
+    store: Store, settings: Settings, owner: int
+) -> None:
+    first, _ = submit(store, settings, owner, study_spec(seeds=2), "k1")
+    # The same spec written another way is the same spec.
+    again, created = submit(store, settings, owner, study_spec(seeds=[0, 1]), "k1")
+    assert (again.id, created) == (first.id, False)
+    with pytest.raises(IdempotencyKeyReused, match=first.id) as refused:
+        submit(store, settings, owner, study_spec(name="another"), "k1")
+    assert refused.value.study.id == first.id
+    assert store.list_studies(owner_id=owner)[1] == 1
 
 
 def test_an_invalid_spec_is_refused_before_its_key_is_looked_up(
