@@ -128,6 +128,19 @@ class CatalogEntry(BaseModel):
     name: str = Field(description="The name to use in a StudySpec.")
     summary: str
     params: list[ParamView] = Field(description="Its options (policies: params).")
+    # Optimizers only: how the engine steps them (workers.optimizers.Stepping).
+    batchable: bool | None = Field(
+        None, description="Optimizers: an elementwise update (seeds could train stacked)."
+    )
+    schedule_free: bool | None = Field(
+        None, description="Optimizers: switched to eval mode for evaluations and checkpoints."
+    )
+    parameter_free: bool | None = Field(
+        None, description="Optimizers: the policy's lr multiplies a step size it estimates."
+    )
+    averaged: bool | None = Field(
+        None, description="Optimizers: evaluated on polynomial-decay averaged weights."
+    )
 
 
 class CatalogView(BaseModel):

@@ -133,6 +133,10 @@ def _write_reports(results: dict[str, Any], out: Path) -> None:
         print(line)
 
 
+# An optimizer's stepping rules, as its catalog entry names them.
+TRAITS = ("schedule_free", "parameter_free", "averaged")
+
+
 def _list(args: argparse.Namespace) -> int:
     from clr.policies import POLICIES
     from workers.datasets import DATASETS
@@ -145,14 +149,21 @@ def _list(args: argparse.Namespace) -> int:
         "optimizers": OPTIMIZERS,
         "policies": POLICIES,
     }
-    for entry in registries[args.what].values():
+    registry = registries[args.what]
+    width = max(14, *(len(name) for name in registry))
+    for entry in registry.values():
         described = entry.describe()
         params = ", ".join(
             p["name"] + ("" if p["required"] else f"={p['default']!r}") for p in described["params"]
         )
-        print(f"{described['name']:<14} {described['summary']}")
+        print(f"{described['name']:<{width}} {described['summary']}")
         if params:
-            print(f"{'':<14} params: {params}")
+            print(f"{'':<{width}} params: {params}")
+        traits = [name.replace("_", "-") for name in TRAITS if described.get(name)]
+        if "batchable" in described and not described["batchable"]:
+            traits.append("not batchable")
+        if traits:
+            print(f"{'':<{width}} stepping: {', '.join(traits)}")
     return 0
 
 

@@ -41,6 +41,13 @@ def test_the_catalog_lists_every_registry_with_its_params(
     }
     sgd = next(o for o in catalog["optimizers"] if o["name"] == "sgd")
     assert all(p["tunable"] is None for p in sgd["params"])
+    dog = next(o for o in catalog["optimizers"] if o["name"] == "dog")
+    assert (dog["batchable"], dog["parameter_free"], dog["averaged"]) == (False, True, True)
+    assert {p["name"]: p["default"] for p in dog["params"]}["reps_rel"] == 1e-6
+    assert next(o for o in catalog["optimizers"] if o["name"] == "sgd_schedulefree")[
+        "schedule_free"
+    ]
+    assert triangular["batchable"] is None  # policies have no stepping rules
     assert client.get("/api/v1/catalog").status_code == 401
 
 

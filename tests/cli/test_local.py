@@ -75,6 +75,24 @@ def test_list_prints_each_registry_entry_and_its_parameters(cli: Cli) -> None:
     assert code == 0 and "cifar10" in out and "params: path='.'" in out
 
 
+def test_list_optimizers_shows_every_option_default_and_stepping_rule(cli: Cli) -> None:
+    code, out, _ = cli("list", "optimizers")
+    assert code == 0
+    lines = out.splitlines()
+    width = len("adamw_schedulefree")
+    start = lines.index(next(line for line in lines if line.startswith("prodigy ")))
+    assert lines[start + 1].split(maxsplit=1) == [
+        "params:",
+        "beta1=0.9, beta2=0.999, eps=1e-08, weight_decay=0.0, decouple=True, "
+        "use_bias_correction=False, safeguard_warmup=False, d0=1e-06, d_coef=1.0",
+    ]
+    assert lines[start + 2] == " " * width + " stepping: parameter-free, not batchable"
+    assert "stepping: parameter-free, averaged, not batchable" in out  # dog, ldog
+    assert "stepping: schedule-free\n" in out
+    assert "reps_rel=1e-06" in out
+    assert lines[0].startswith("sgd" + " " * (width - 2))  # names aligned to the longest
+
+
 def test_run_of_an_invalid_spec_says_why_and_starts_nothing(cli: Cli, tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("name: x\ndataset: nope\n")
