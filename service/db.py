@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -27,6 +28,24 @@ SCRIPT_LOCATION = "migrations:"
 
 class DatabaseUnavailable(RuntimeError):
     """The database cannot be reached or is too busy to answer (the API answers 503)."""
+
+
+T = TypeVar("T")
+
+
+def retrying(call: Callable[[], T], retry_for_s: float) -> T:
+    """`call()`, called again while the database is unavailable, with pauses growing from
+    0.1 to 5 s, for up to `retry_for_s` seconds; then its DatabaseUnavailable is raised."""
+    deadline = time.monotonic() + retry_for_s
+    delay = 0.1
+    while True:
+        try:
+            return call()
+        except DatabaseUnavailable:
+            if time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def database_url(url: str | URL) -> URL:

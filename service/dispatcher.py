@@ -26,6 +26,8 @@ from service.store import Store, StudyRecord
 
 log = logging.getLogger(__name__)
 LOG_TAIL_CHARS = 2000
+# Trial states of a study that ran to its end (cancelled ones mean it did not).
+RAN_TRIAL_STATES = ("completed", "diverged", "failed")
 
 
 def submission_id(study_id: str) -> str:
@@ -162,6 +164,12 @@ class Dispatcher:
             return
         if status == "STOPPED" or current.cancel_requested:
             self._end(study, "cancelled", None)
+            return
+        trials = self.store.trials(study.id)
+        if trials and all(t.state in RAN_TRIAL_STATES for t in trials):
+            # Every trial's end is stored: only the driver's last write was lost (the
+            # database was away when the study ended), so the study ran to its end.
+            self._end(study, "succeeded", None)
             return
         try:
             logs = jobs.get_job_logs(submission_id(study.id))[-LOG_TAIL_CHARS:]

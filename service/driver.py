@@ -15,7 +15,7 @@ import threading
 import traceback
 from collections.abc import Sequence
 
-from service.db import database_url, make_engine
+from service.db import DatabaseUnavailable, database_url, make_engine, retrying
 from service.ray_cluster import client_environment
 from service.settings import Settings, get_settings
 from service.sinks import DatabaseSink
@@ -26,6 +26,9 @@ from workers.runner import RunOptions, StudyFailed, run_study
 
 log = logging.getLogger("clrstudy.driver")
 CANCEL_POLL_S = 1.0
+# How long the study's end is retried while the database is away; past it the driver fails
+# and the dispatcher's reconcile judges the study by the results stored.
+FINAL_UPDATE_RETRY_S = 300.0
 
 
 def tuning_storage(settings: Settings) -> str:
@@ -65,10 +68,23 @@ def _watch_cancel(
     store: Store, study_id: str, cancel: threading.Event, done: threading.Event
 ) -> None:
     while not done.wait(CANCEL_POLL_S):
-        study = store.get_study(study_id)
+        try:
+            study = store.get_study(study_id)
+        except DatabaseUnavailable as error:  # the next poll is the retry
+            log.warning("watching study %s for a cancel: %s; retrying", study_id, error)
+            continue
         if study is None or study.cancel_requested or study.status != "running":
             cancel.set()
             return
+
+
+def record_end(store: Store, study_id: str, status: str, error: str | None) -> bool:
+    """Record how a running study ended, retried while the database is away; whether it
+    was still running (another process may have ended it)."""
+    return retrying(
+        lambda: store.transition(study_id, status, expected={"running"}, error=error, phase="done"),
+        FINAL_UPDATE_RETRY_S,
+    )
 
 
 def drive(study_id: str) -> int:
@@ -117,7 +133,7 @@ def _drive(store: Store, settings: Settings, study_id: str) -> int:
     watcher.join()
     if cancel.is_set() and status == "succeeded":
         status = "cancelled"
-    store.transition(study_id, status, expected={"running"}, error=error, phase="done")
+    record_end(store, study_id, status, error)
     log.info("study %s %s", study_id, status)
     return 0 if status != "failed" else 1
 

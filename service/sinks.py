@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from functools import partial
 
-from service.db import DatabaseUnavailable
+from service.db import retrying
 from service.store import Store
 from workers.events import (
     RANGE_TEST_TRIAL_ID,
@@ -127,14 +127,4 @@ class DatabaseSink:
             store.record_trial_end(study_id, **asdict(event))
 
     def _retrying(self, write: Callable[[], None]) -> None:
-        deadline = time.monotonic() + self.retry_for_s
-        delay = 0.1  # seconds, doubled after each failure up to 5
-        while True:
-            try:
-                write()
-                return
-            except DatabaseUnavailable:
-                if time.monotonic() + delay > deadline:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        retrying(write, self.retry_for_s)
