@@ -172,9 +172,8 @@ def history(
     `limit`: the newest runs only; `to_latest_success`: the runs down to the newest
     successful one (what `latest_comparison` needs).
     """
-    # late: reports pull in numpy and scipy
-    from service.reports import build_report
-    from service.reports.regressions import compare_runs, headline_figures
+    from service.report_cache import study_report
+    from service.reports.regressions import compare_runs, headline_figures  # late: numpy, scipy
 
     runs = store.schedule_runs(schedule.id)
     studies: dict[str, StudyRecord] = {}
@@ -192,9 +191,9 @@ def history(
         needed.add(cast(str, older[0].study_id))
     reports: dict[str, dict[str, Any]] = {}
     for study_id in needed:
-        results = store.results(study_id)
-        if results is not None:
-            reports[study_id] = build_report(results)
+        report = study_report(store, study_id)
+        if report is not None:
+            reports[study_id] = report
     entries = []
     for index, run in enumerate(runs[: len(shown)]):
         study = studies.get(run.study_id) if run.study_id else None

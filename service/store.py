@@ -34,6 +34,7 @@ from service.models import (
     EvalPoint,
     Owner,
     RangeTestPoint,
+    ReportCache,
     Schedule,
     ScheduleRun,
     Study,
@@ -1041,6 +1042,74 @@ class Store:
             tuning_trials_done=tuning_done or 0,
             tuning_trials_total=sum(e.get("trials_planned") or 0 for e in summary.values()),
         )
+
+    def results_digest(self, study_id: str) -> str | None:
+        """A SHA-256 of everything the study's results document is built from (None: no
+        such study): any write about the study changes it. Points are never changed once
+        stored, so their count and newest id stand for them."""
+        with self._session() as session:
+            study = session.get(Study, study_id)
+            if study is None:
+                return None
+            trials = session.execute(
+                select(
+                    Trial.trial_id, Trial.state, Trial.iterations, Trial.iterations_done,
+                    Trial.wall_s, Trial.error, Trial.node_id, Trial.started_at, Trial.ended_at,
+                ).where(Trial.study_id == study_id).order_by(Trial.id)
+            ).all()  # fmt: skip
+            points = session.execute(
+                select(func.count(), func.max(EvalPoint.id))
+                .join(Trial, EvalPoint.trial_pk == Trial.id)
+                .where(Trial.study_id == study_id)
+            ).one()
+            range_points = session.execute(
+                select(func.count(), func.max(RangeTestPoint.id)).where(
+                    RangeTestPoint.study_id == study_id
+                )
+            ).one()
+            tuning_trials = session.execute(
+                select(
+                    func.count(), func.max(TuningTrial.id), func.max(TuningTrial.ended_at)
+                ).where(TuningTrial.study_id == study_id)
+            ).one()
+            parts = [
+                _columns(study, StudyRecord.__dataclass_fields__),
+                study.tuning,
+                [list(t) for t in trials],
+                list(points),
+                list(range_points),
+                list(tuning_trials),
+            ]
+        text = json.dumps(parts, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def cached_report(self, study_id: str, version: int, digest: str) -> dict[str, Any] | None:
+        """The report cached for the study in this format, if built from results with this
+        digest."""
+        with self._session() as session:
+            row = session.get(ReportCache, (study_id, version))
+            if row is None or row.results_digest != digest:
+                return None
+            return row.report
+
+    def cache_report(
+        self, study_id: str, version: int, digest: str, report: dict[str, Any]
+    ) -> None:
+        """Keep the report built from results with `digest` (replacing an older one)."""
+        values = {"results_digest": digest, "report": report, "created_at": utcnow()}
+        with self._session() as session:
+            insert = _insert(session, ReportCache).values(
+                study_id=study_id, format_version=version, **values
+            )
+            table = ReportCache.__table__.c
+            try:
+                session.execute(
+                    insert.on_conflict_do_update(
+                        index_elements=[table.study_id, table.format_version], set_=values
+                    )
+                )
+            except IntegrityError:  # the study was deleted meanwhile
+                session.rollback()
 
     def results(self, study_id: str) -> dict[str, Any] | None:
         """The study's results document (docs/results-format.md), or None if unknown."""

@@ -35,7 +35,8 @@ from api.schemas import (
     StudyView,
     TrialView,
 )
-from service.reports import build_report, render_csv, render_html
+from service.report_cache import study_report
+from service.reports import render_csv, render_html
 from service.store import (
     IdempotencyKeyReused,
     InvalidTransition,
@@ -100,6 +101,13 @@ def _results(store: Store, study: StudyRecord) -> dict[str, Any]:
     if results is None:  # deleted since `owned_study` found it
         raise not_found(study.id)
     return results
+
+
+def _report(store: Store, study: StudyRecord) -> dict[str, Any]:
+    report = study_report(store, study.id)
+    if report is None:  # deleted since `owned_study` found it
+        raise not_found(study.id)
+    return report
 
 
 @router.post(
@@ -258,7 +266,7 @@ def get_results(study: OwnedStudy, store: StoreDep) -> dict[str, Any]:
 )
 def get_report(study: OwnedStudy, store: StoreDep) -> dict[str, Any]:
     """Per arm: final accuracy with its CI, iterations to target, speedup, Welch's test."""
-    return build_report(_results(store, study))
+    return _report(store, study)
 
 
 @router.get(
@@ -289,4 +297,4 @@ def get_report_csv(study: OwnedStudy, store: StoreDep) -> PlainTextResponse:
 )
 def get_report_html(study: OwnedStudy, store: StoreDep) -> HTMLResponse:
     """The report as a page a browser opens (the session cookie of POST /login is accepted)."""
-    return HTMLResponse(render_html(_results(store, study)))
+    return HTMLResponse(render_html(_results(store, study), _report(store, study)))

@@ -11,9 +11,12 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select, update
 
 from api.main import create_app
 from service.driver import PhaseSink
+from service.models import ReportCache
+from service.reports import build_report
 from service.sinks import DatabaseSink
 from service.store import Store
 from tests.api.conftest import strict_json
@@ -420,6 +423,35 @@ def test_a_run_study_has_trials_results_and_reports_with_its_arms(
     html = client.get(f"{base}/report.html", headers=alice)
     assert html.headers["content-type"].startswith("text/html")
     assert "triangular" in html.text and "<svg" in html.text
+
+
+def cached_reports(store: Store) -> dict[str, Any]:
+    with store.engine.connect() as connection:
+        rows = connection.execute(select(ReportCache.study_id, ReportCache.report))
+        return {study_id: report for study_id, report in rows}
+
+
+def test_a_finished_studys_report_is_kept_until_something_is_written_about_it(
+    client: TestClient, store: Store, alice: Headers, trained_study: str, submit: Any
+) -> None:
+    report = f"{STUDIES}/{trained_study}/report"
+    built = client.get(report, headers=alice).json()
+    assert cached_reports(store) == {trained_study: built}
+    # Served from the cache: a changed entry is what the next request gets.
+    with store.engine.begin() as connection:
+        connection.execute(update(ReportCache).values(report={"from": "the cache"}))
+    assert client.get(report, headers=alice).json() == {"from": "the cache"}
+    # The dispatcher records an interrupted tuning trial after the study ended: rebuilt.
+    store.record_tuning_trial_end(
+        trained_study, TuningTrialEnded("fixed", 0, {"lr": 0.1}, "interrupted", 5, None, 0.1)
+    )
+    rebuilt = client.get(report, headers=alice).json()
+    assert rebuilt == build_report(store.results(trained_study) or {}) != built
+    assert cached_reports(store) == {trained_study: rebuilt}
+    # A study that has not ended is reported afresh each time, and not kept.
+    queued = submit(alice)["id"]
+    assert client.get(f"{STUDIES}/{queued}/report", headers=alice).status_code == 200
+    assert queued not in cached_reports(store)
 
 
 def test_an_unreachable_database_is_503_and_loses_nothing(
