@@ -44,6 +44,9 @@ TUNED = "tuned"
 EPOCH_PARAMS = frozenset({"step_size", "step_size_down"})
 # numpy's seeding accepts 0 .. 2**32 - 1.
 MAX_SEED = 2**32 - 1
+# Iteration counts no budget reaches (MAX_ITERATIONS_PER_TRIAL is far below): an upper bound
+# for fields that the budget limits do not cover on their own.
+MAX_EVAL_EVERY = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -294,11 +297,11 @@ class RangeTestSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    min_lr: float = Field(1e-4, gt=0, description="LR at the first iteration")
-    max_lr: float = Field(1.0, gt=0, description="LR at the last iteration (> min_lr)")
+    min_lr: float = Field(1e-4, gt=0, le=1e4, description="LR at the first iteration")
+    max_lr: float = Field(1.0, gt=0, le=1e4, description="LR at the last iteration (> min_lr)")
     iterations: int | None = Field(None, ge=2, description="length of the test (or epochs)")
     epochs: float | None = Field(
-        None, gt=0, description="length in epochs (or iterations); default 4 epochs"
+        None, gt=0, le=1000, description="length in epochs (or iterations); default 4 epochs"
     )
     ramp: Literal["linear", "exponential"] = Field(
         "linear", description="linear (the paper's) or exponential (same time per decade)"
@@ -308,10 +311,13 @@ class RangeTestSpec(BaseModel):
         description="optimizer of the test; 'auto' bounds go only to arms using the same one",
     )
     eval_every: int | None = Field(
-        None, ge=1, description="iterations between accuracy evaluations; default: the runner's"
+        None,
+        ge=1,
+        le=MAX_EVAL_EVERY,
+        description="iterations between accuracy evaluations; default: the runner's",
     )
     stop_factor: float = Field(
-        4.0, gt=1, description="stop once the smoothed loss exceeds this times its minimum"
+        4.0, gt=1, le=1e6, description="stop once the smoothed loss exceeds this times its minimum"
     )
 
     @field_validator("optimizer")
@@ -355,8 +361,8 @@ class SearchRange(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    low: float = Field(description="smallest value tried")
-    high: float = Field(description="largest value tried (> low)")
+    low: float = Field(ge=-1e9, le=1e9, description="smallest value tried")
+    high: float = Field(ge=-1e9, le=1e9, description="largest value tried (> low)")
     log: bool | None = Field(
         None,
         description="search on a log scale; default: yes for learning rates, no otherwise",
@@ -390,11 +396,12 @@ class TuningSpec(BaseModel):
     grace_period: int | None = Field(
         None,
         ge=1,
+        le=MAX_EVAL_EVERY,
         description="iterations before ASHA may stop a trial; default: max_iterations / "
         "reduction_factor^2",
     )
     reduction_factor: int = Field(
-        3, ge=2, description="ASHA keeps the best 1/reduction_factor at each rung"
+        3, ge=2, le=100, description="ASHA keeps the best 1/reduction_factor at each rung"
     )
     seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the sampler (TPE)")
     validation_fraction: float = Field(
@@ -653,9 +660,14 @@ class StudySpec(BaseModel):
         None, ge=1, description="budget per trial in iterations (give this or epochs)"
     )
     epochs: float | None = Field(
-        None, gt=0, description="budget per trial in epochs (give this or iterations)"
+        None,
+        gt=0,
+        le=100_000,
+        description="budget per trial in epochs (give this or iterations)",
     )
-    eval_every: int = Field(50, ge=1, description="iterations between evaluations")
+    eval_every: int = Field(
+        50, ge=1, le=MAX_EVAL_EVERY, description="iterations between evaluations"
+    )
     seeds: list[int] = Field(
         default_factory=lambda: [0, 1, 2],
         description="a count n (seeds 0..n-1) or a list of distinct seeds >= 0",

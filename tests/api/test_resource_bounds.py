@@ -67,3 +67,34 @@ def test_specs_over_the_resource_limits_are_422_naming_field_value_and_limit(
     assert client.get(STUDIES, headers=alice).json()["total"] == 0
     within = spec(timeout_s=3600, max_failures=5, model={"name": "small_cnn", "width": 32})
     assert client.post(STUDIES, json=within, headers=alice).status_code == 202
+
+
+def test_every_number_of_a_spec_has_an_upper_bound(
+    client: TestClient, alice: Headers, spec: Callable[..., dict[str, Any]]
+) -> None:
+    huge = 10**15
+    tuned = {
+        "name": "tuned",
+        "optimizer": "sgd",
+        "policy": "fixed",
+        "tuning": {"trials": 2, "space": {"lr": {"low": 0.001, "high": 1.0}}},
+    }
+    cases: list[tuple[dict[str, Any], list[Any]]] = [
+        ({"epochs": huge, "iterations": None}, ["body", "epochs"]),
+        ({"eval_every": huge}, ["body", "eval_every"]),
+        ({"batch_size": huge}, ["body", "batch_size"]),
+        ({"range_test": {"min_lr": 0.001, "max_lr": huge}}, ["body", "range_test", "max_lr"]),
+        ({"range_test": {"epochs": huge}}, ["body", "range_test", "epochs"]),
+        ({"range_test": {"eval_every": huge}}, ["body", "range_test", "eval_every"]),
+        ({"range_test": {"stop_factor": huge}}, ["body", "range_test", "stop_factor"]),
+    ]
+    for key, value in (("grace_period", huge), ("reduction_factor", huge), ("seed", huge)):
+        arm = {**tuned, "tuning": {**tuned["tuning"], key: value}}
+        cases.append(({"arms": [arm]}, ["body", "arms", 0, "tuning", key]))
+    arm = {**tuned, "tuning": {**tuned["tuning"], "space": {"lr": {"low": 0.1, "high": huge}}}}
+    cases.append(({"arms": [arm]}, ["body", "arms", 0, "tuning", "space", "lr", "high"]))
+    for changes, loc in cases:
+        response = client.post(STUDIES, json=spec(**changes), headers=alice)
+        assert response.status_code == 422, changes
+        locs = [e["loc"] for e in response.json()["detail"]]
+        assert loc in locs, (changes, locs)
