@@ -4,6 +4,12 @@ See docs/results-format.md for the input. Statistics use finished trials only: c
 and diverged ones (a diverged trial counts as not reaching the target). Failed and cancelled
 trials are counted, never averaged. The report never carries NaN: missing figures are None.
 
+Time to target follows AlgoPerf: per arm, the median over seeds of the training seconds to the
+target, where a seed that never reaches it counts as infinity (never as the budget), with a
+percentile bootstrap interval of that median; iterations to target get the same statistic
+beside their mean over the seeds that reached it. An infinite figure is None in the report,
+with `unbounded` true.
+
 Each arm's cost is counted in training iterations: the range test (charged in full to every arm
 that takes bounds from it: each would need it alone), its tuning trials (an Optuna search,
 stopped-early and interrupted trials included: they were spent) and its final trials.
@@ -19,7 +25,15 @@ from typing import Any
 
 import numpy as np
 
-from service.reports.statistics import accuracy_at, iterations_to_target, mean_ci, welch_t_test
+from service.reports.statistics import (
+    accuracy_at,
+    bootstrap_median_ci,
+    iterations_to_target,
+    mean_ci,
+    median_with_misses,
+    time_to_target,
+    welch_t_test,
+)
 from service.reports.verdicts import (
     CROSSING_RULE,
     cost_note,
@@ -44,6 +58,15 @@ def trial_curve(trial: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     its = np.fromiter((p["iteration"] for p in points), dtype=float, count=len(points))
     acc = np.fromiter((p["accuracy"] for p in points), dtype=float, count=len(points))
     return its, acc
+
+
+def trial_seconds(trial: Mapping[str, Any]) -> np.ndarray:
+    """A trial's training seconds at each evaluation (`elapsed_s`), as a float array."""
+    points: Sequence[Mapping[str, Any]] = trial.get("points") or ()
+    seconds = (_finite(p.get("elapsed_s")) for p in points)
+    return np.fromiter(
+        (np.nan if v is None else v for v in seconds), dtype=float, count=len(points)
+    )
 
 
 def with_arms(results: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -126,7 +149,9 @@ def _final_accuracies(trials: Sequence[Mapping[str, Any]]) -> list[float]:
 
 def _seed_row(trial: Mapping[str, Any], target: float | None) -> dict[str, Any]:
     its, acc = trial_curve(trial)
+    seconds = trial_seconds(trial)
     finite = acc[np.isfinite(acc)]
+    trained = its.size and its[-1] > 0 and np.isfinite(seconds[-1])
     return {
         "seed": trial.get("seed"),
         "trial_id": trial.get("trial_id"),
@@ -136,7 +161,28 @@ def _seed_row(trial: Mapping[str, Any], target: float | None) -> dict[str, Any]:
         "iterations_to_target": (
             iterations_to_target(its, acc, target) if target is not None else None
         ),
+        "time_to_target": (
+            time_to_target(its, acc, seconds, target) if target is not None else None
+        ),
+        "seconds_per_iteration": float(seconds[-1] / its[-1]) if trained else None,
         "wall_s": _finite(trial.get("wall_s")),
+    }
+
+
+def median_to_target(values: Sequence[float | None]) -> dict[str, Any]:
+    """AlgoPerf's statistic of per-seed figures to the target (None: a miss, counted as
+    infinity): the median, how many reached it, and a bootstrap 95% interval of the median.
+    Infinite figures are None, `unbounded` saying the median or the interval's top is."""
+    if not values:
+        return {"median": None, "ci_low": None, "ci_high": None, "unbounded": False}
+    median = median_with_misses(values)
+    interval = bootstrap_median_ci(values)
+    low, high = interval if interval is not None else (None, None)
+    return {
+        "median": _finite(median),
+        "ci_low": _finite(low),
+        "ci_high": _finite(high),
+        "unbounded": not np.isfinite(median) or (high is not None and not np.isfinite(high)),
     }
 
 
@@ -260,6 +306,8 @@ def _arm_row(
     else:
         final = {"mean": None, "ci_low": None, "ci_high": None, "n": 0, "note": "no finished seed"}
     reached = [s["iterations_to_target"] for s in seeds if s["iterations_to_target"] is not None]
+    times = [s["time_to_target"] for s in seeds]
+    per_iteration = [s["seconds_per_iteration"] for s in seeds if s["seconds_per_iteration"]]
     bests = [s["best_accuracy"] for s in seeds if s["best_accuracy"] is not None]
     walls = [s["wall_s"] for s in seeds if s["wall_s"] is not None]
     at_budget = []
@@ -296,9 +344,22 @@ def _arm_row(
             "mean": _mean(reached),
             "reached": len(reached),
             "of": len(finished),
+            **(
+                median_to_target([s["iterations_to_target"] for s in seeds])
+                if target is not None
+                else median_to_target([])
+            ),
         },
         "speedup": None,
+        "time_to_target": {
+            **(median_to_target(times) if target is not None else median_to_target([])),
+            "reached": sum(t is not None for t in times),
+            "of": len(finished),
+            "speedup": None,
+        },
+        "seconds_per_iteration": _mean(per_iteration),
         "wall_s_mean": _mean(walls),
+        "wall_s_total": sum(walls) if walls else None,
         "diverged": counts["diverged"],
         "failed": counts["failed"],
         "accuracy_at_budget": at_budget,
@@ -450,6 +511,10 @@ def build_report(results: Mapping[str, Any]) -> dict[str, Any]:
         # A target met at iteration 0 (before any training) gives no ratio: x/0 or 0/x.
         if base_its and arm_its:
             row["speedup"] = base_its / arm_its
+        base_s = base_row["time_to_target"]["median"] if base_row else None
+        arm_s = row["time_to_target"]["median"]
+        if base_s and arm_s:
+            row["time_to_target"]["speedup"] = base_s / arm_s
         if base_row is not None and row is not base_row:
             finals = _final_accuracies(by_arm[row["arm"]])
             row["welch"] = _welch(row["arm"], finals, base_row["arm"], base_finals)

@@ -1,4 +1,5 @@
-"""The report's plots as inline SVG: accuracy vs iteration, LR schedules, the range test.
+"""The report's plots as inline SVG: accuracy vs iteration, LR schedules, the range test, and
+the step size that Prodigy, D-Adaptation and DoG estimate.
 
 Figures are drawn with matplotlib's object API (no pyplot state, safe in a server thread) and
 saved as SVG with text kept as text, so a page stays small and works offline. Every line is
@@ -8,7 +9,7 @@ thinned to at most `MAX_POINTS` points, keeping each bucket's extremes so spikes
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import matplotlib
@@ -89,13 +90,25 @@ def place_legend(figure: Figure) -> None:
     figure.legend(loc="upper left", bbox_to_anchor=(0.84, 0.9), fontsize=8, frameon=False)
 
 
+Curve = Callable[[Mapping[str, Any]], tuple[np.ndarray, np.ndarray]]
+
+
+def step_size_curve(trial: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """A trial's evaluation iterations and estimated step sizes `d` (NaN where there is none)."""
+    points: Sequence[Mapping[str, Any]] = trial.get("points") or ()
+    its = np.fromiter((p["iteration"] for p in points), dtype=float, count=len(points))
+    d = np.array([np.nan if p.get("d") is None else p["d"] for p in points], dtype=float)
+    return its, d
+
+
 def _arm_band(
-    trials: Sequence[Mapping[str, Any]],
+    trials: Sequence[Mapping[str, Any]], curve: Curve = trial_curve
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-    """Iterations, and the mean, min and max accuracy over seeds there; None without points."""
+    """Iterations, and the mean, min and max of `curve` (default: accuracy) over seeds there;
+    None without finite points."""
     curves = []
     for trial in trials:
-        its, acc = trial_curve(trial)
+        its, acc = curve(trial)
         keep = np.isfinite(acc)
         if keep.any():
             curves.append((its[keep], acc[keep]))
@@ -199,6 +212,35 @@ def schedule_figure(results: Mapping[str, Any]) -> str:
         place_legend(figure)
     else:
         ax.text(0.5, 0.5, "bounds not known yet", ha="center", transform=ax.transAxes)
+    return to_svg(figure)
+
+
+def step_size_figure(results: Mapping[str, Any]) -> str | None:
+    """The step size d each parameter-free arm estimated, against iteration (log scale), as
+    SVG: with the policy's lr, which multiplies it, the effective LR these methods chose.
+    None when no arm recorded one."""
+    arms = list(results.get("arms") or {})
+    colors = arm_colors(arms)
+    trials = [t for t in results.get("trials") or () if t.get("state") in CURVE_STATES]
+    bands = {}
+    for name in arms:
+        band = _arm_band([t for t in trials if t["arm"] == name], step_size_curve)
+        if band is not None:
+            bands[name] = band
+    if not bands:
+        return None
+    figure, axes = new_figure()
+    _plot_bands(axes, bands, colors)
+    ax = axes[0]
+    if all(float(low.min()) > 0 for _, _, low, _ in bands.values()):
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.yaxis.set_minor_locator(NullLocator())
+    ax.set_title("estimated step size d (mean, min-max over seeds)")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("d")
+    ax.grid(alpha=0.3)
+    place_legend(figure)
     return to_svg(figure)
 
 

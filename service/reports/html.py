@@ -10,7 +10,7 @@ best trial's row has `class="best"`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from html import escape
 from typing import Any
 
@@ -20,9 +20,10 @@ from service.reports.figures import (
     arm_colors,
     range_test_figure,
     schedule_figure,
+    step_size_figure,
 )
 from service.reports.page import page
-from service.reports.verdicts import format_iterations, format_p, format_percent
+from service.reports.verdicts import format_iterations, format_p, format_percent, format_seconds
 
 _MISSING = "&ndash;"
 _MARKS = {"range test": "&dagger;", "tuned": "&Dagger;"}
@@ -83,6 +84,16 @@ def _arm_cell(name: str, color: str, baseline: str | None) -> str:
     return f'<span class="swatch" style="background:{color}"></span>{_e(name)}{tag}'
 
 
+def _median_cell(figure: Mapping[str, Any], form: Callable[[float], str]) -> str:
+    """'1.20 s [1.10 s, 1.40 s]': AlgoPerf's median, a miss counting as infinity ('∞')."""
+    if figure["median"] is None:
+        return "∞" if figure["unbounded"] else _MISSING
+    if figure["ci_low"] is None:
+        return form(figure["median"])
+    high = form(figure["ci_high"]) if figure["ci_high"] is not None else "∞"
+    return f"{form(figure['median'])} [{form(figure['ci_low'])}, {high}]"
+
+
 def _summary(report: Mapping[str, Any], colors: Mapping[str, str]) -> str:
     rows = []
     for row in report["arms"]:
@@ -102,6 +113,7 @@ def _summary(report: Mapping[str, Any], colors: Mapping[str, str]) -> str:
             if reach["mean"] is not None
             else f"never ({reach['reached']}/{reach['of']})"
         )
+        time = row["time_to_target"]
         params = ", ".join(
             f"{_e(p['name'])}={_num(p['value'])}{_MARKS.get(p['source'], '')}"
             for p in row["params"]
@@ -116,7 +128,15 @@ def _summary(report: Mapping[str, Any], colors: Mapping[str, str]) -> str:
                 final_cell,
                 _percent(row["best_accuracy"]),
                 reach_cell,
+                _median_cell(reach, format_iterations),
                 f"{row['speedup']:.2f}x" if row["speedup"] is not None else _MISSING,
+                _median_cell(time, format_seconds) + f" ({time['reached']}/{time['of']})",
+                f"{time['speedup']:.2f}x" if time["speedup"] is not None else _MISSING,
+                (
+                    f"{1000 * row['seconds_per_iteration']:.2f} ms"
+                    if row["seconds_per_iteration"] is not None
+                    else _MISSING
+                ),
                 f"{row['wall_s_mean']:.1f} s" if row["wall_s_mean"] is not None else _MISSING,
                 f"{row['diverged']} / {row['failed']}",
                 format_iterations(cost["range_test"]),
@@ -131,8 +151,12 @@ def _summary(report: Mapping[str, Any], colors: Mapping[str, str]) -> str:
         "policy (params)",
         "final accuracy, mean [95% CI]",
         "best accuracy",
-        "iterations to target (seeds reached)",
+        "iterations to target, mean (seeds reached)",
+        "iterations to target, median [95% CI]",
         "speedup vs baseline",
+        "training time to target, median [95% CI] (seeds reached)",
+        "time speedup vs baseline",
+        "training time per iteration",
         "wall time per trial",
         "diverged / failed",
         "range test",
@@ -339,6 +363,14 @@ def render_html(results: Mapping[str, Any], report: Mapping[str, Any] | None = N
             _figure("plot-range-test", range_test_figure(results), range_caption),
         )
     )
+    step_sizes = step_size_figure(results)
+    if step_sizes is not None:
+        plots += _figure(
+            "plot-step-size",
+            step_sizes,
+            "Step size d estimated by Prodigy, D-Adaptation or DoG at each evaluation; the "
+            "effective learning rate is d times the policy's lr.",
+        )
     body = f"""<header><h1>{_e(title)}</h1><p class="meta">{meta}</p></header>
 {banners}
 <section id="verdicts"><h2>Verdict</h2><ul>{verdicts}</ul></section>

@@ -1,4 +1,5 @@
-"""The numbers of a comparison report: target crossings, confidence intervals, Welch's t-test.
+"""The numbers of a comparison report: target crossings, confidence intervals, Welch's t-test,
+and AlgoPerf's median time to target, where a seed that misses counts as infinity.
 
 Pure functions over plain sequences; they return None where a figure does not exist (a curve
 that never reaches the target, a single seed) so that callers never carry NaN into JSON.
@@ -44,6 +45,71 @@ def iterations_to_target(
     if not math.isfinite(a0):
         return float(its[i])
     return float(its[i - 1] + (target - a0) / (a1 - a0) * (its[i] - its[i - 1]))
+
+
+def time_to_target(
+    iterations: npt.ArrayLike,
+    accuracies: npt.ArrayLike,
+    elapsed_s: npt.ArrayLike,
+    target: float,
+) -> float | None:
+    """Training seconds at the crossing `iterations_to_target` finds, or None if none.
+
+    The time is interpolated linearly in the iteration between the evaluations around the
+    crossing, as the iteration itself is.
+    """
+    crossing = iterations_to_target(iterations, accuracies, target)
+    if crossing is None:
+        return None
+    its = np.asarray(iterations, dtype=float)
+    seconds = np.asarray(elapsed_s, dtype=float)
+    if its.shape != seconds.shape:
+        raise ValueError(
+            f"iterations and elapsed_s must have the same length, got {its.size} and {seconds.size}"
+        )
+    value = float(np.interp(crossing, its, seconds))
+    return value if math.isfinite(value) else None
+
+
+def _with_misses(values: Sequence[float | None]) -> npt.NDArray[np.float64]:
+    """`values` as floats, a miss (None) as infinity: AlgoPerf's rule for a run that never
+    reaches the target."""
+    return np.array([math.inf if v is None else v for v in values], dtype=float)
+
+
+def median_with_misses(values: Sequence[float | None]) -> float:
+    """The median over seeds, a miss (None) counting as infinity; inf when half or more
+    missed (of an even count, when a middle one did)."""
+    if not values:
+        raise ValueError("values must hold at least one seed's figure, got none")
+    return float(np.median(_with_misses(values)))
+
+
+def bootstrap_median_ci(
+    values: Sequence[float | None],
+    confidence: float = 0.95,
+    resamples: int = 10_000,
+    seed: int = 0,
+) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of `median_with_misses`: resample the seeds with
+    replacement, take each resample's median, and read its (1 - confidence) / 2 and
+    (1 + confidence) / 2 quantiles (no interpolation, so an infinite median stays infinite).
+
+    The upper end is inf when too many resamples have half or more seeds missing: the data
+    do not bound the time from above. None for fewer than 2 seeds. Seeded: the same values
+    give the same interval.
+    """
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be between 0 and 1 (exclusive), got {confidence!r}")
+    if len(values) < 2:
+        return None
+    x = _with_misses(values)
+    rng = np.random.default_rng(seed)
+    samples = x[rng.integers(0, x.size, size=(resamples, x.size))]
+    medians = np.median(samples, axis=1)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(medians, [tail, 1 - tail], method="inverted_cdf")
+    return float(low), float(high)
 
 
 def accuracy_at(

@@ -20,6 +20,7 @@ CSV_COLUMNS = (
     "accuracy",
     "loss",
     "elapsed_s",
+    "d",  # the optimizer's estimated step size; empty for most optimizers
 )
 _POINT_COLUMNS = CSV_COLUMNS[5:]
 

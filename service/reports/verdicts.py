@@ -15,7 +15,11 @@ CROSSING_RULE = (
     "Iterations to target: the first evaluation at which held-out accuracy is at or above the "
     "target and still is at the next evaluation (a crossing at the last evaluation counts), "
     "interpolated linearly between that evaluation and the one before it; averaged over the "
-    "seeds that reached the target. Speedup = the baseline's iterations to target / the arm's."
+    "seeds that reached the target. Speedup = the baseline's iterations to target / the arm's. "
+    "Time to target (AlgoPerf's rule): the training seconds at that crossing, evaluations "
+    "excluded; per arm the median over seeds, a seed that never reaches the target counting "
+    "as infinity, with a percentile bootstrap 95% interval of the median (unbounded above "
+    "when too many seeds missed). The same median is given for iterations to target."
 )
 
 
@@ -25,6 +29,10 @@ def format_percent(value: float) -> str:
 
 def format_iterations(value: float) -> str:
     return f"{round(value):,}"
+
+
+def format_seconds(value: float) -> str:
+    return f"{value:.2f} s" if value < 10 else f"{value:,.1f} s"
 
 
 def format_p(p: float) -> str:
@@ -101,7 +109,11 @@ def verdicts(report: Mapping[str, Any], match: Mapping[str, Any] | None) -> list
     if target is None:
         lines.append(f"No target accuracy yet: the baseline ({baseline}) has no finished seed.")
     base = next(r for r in rows if r["arm"] == baseline)
-    lines += _reach_lines(report, rows, base)
+    # Each arm's line on iterations, then its line on time.
+    reach, time = _reach_lines(report, rows, base), _time_lines(report, rows, base)
+    lines += [
+        line for row in rows for line in (reach.get(row["arm"]), time.get(row["arm"])) if line
+    ]
     if match is not None:
         lines += _clr_vs_tuned(report, match)
     for row in rows:
@@ -125,7 +137,7 @@ def verdicts(report: Mapping[str, Any], match: Mapping[str, Any] | None) -> list
 
 def _reach_lines(
     report: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], base: Mapping[str, Any]
-) -> list[str]:
+) -> dict[str, str]:
     """Per arm: when it reached the target, against the baseline; or that it never did."""
     target = report["target"]["accuracy"]
     baseline = base["arm"]
@@ -135,7 +147,7 @@ def _reach_lines(
         if report["target"]["source"] == "baseline"
         else "the target"
     )
-    lines = []
+    lines: dict[str, str] = {}
     for row in rows:
         reach = row["iterations_to_target"]
         if target is None or row["finished"] == 0:
@@ -144,7 +156,7 @@ def _reach_lines(
         if reach["mean"] is None:
             final = row["final_accuracy"]["mean"]
             ended = f"; final accuracy {format_percent(final)}" if final is not None else ""
-            lines.append(
+            lines[row["arm"]] = (
                 f"{row['arm']} never reached {what} ({format_percent(target)}): {seeds}{ended}."
             )
             continue
@@ -156,12 +168,12 @@ def _reach_lines(
             f"at {format_iterations(reach['mean'])} iterations{seeds}"
         )
         if base_its is None:
-            lines.append(f"{head}; the baseline {baseline} never did.")
+            lines[row["arm"]] = f"{head}; the baseline {baseline} never did."
             continue
         speedup = row["speedup"]
         if speedup is None:
             # One of the two met the target before training: no ratio means anything.
-            lines.append(
+            lines[row["arm"]] = (
                 f"{head}; {baseline} at {format_iterations(base_its)}: no speedup is defined "
                 "when the target is met at iteration 0."
             )
@@ -178,7 +190,62 @@ def _reach_lines(
             if base_reach["reached"] < base_reach["of"]
             else ""
         )
-        lines.append(f"{head}, {compared} {baseline} ({format_iterations(base_its)}{base_seeds}).")
+        lines[row["arm"]] = (
+            f"{head}, {compared} {baseline} ({format_iterations(base_its)}{base_seeds})."
+        )
+    return lines
+
+
+def _interval(time: Mapping[str, Any]) -> str:
+    """'; 95% CI 1.20 s to 1.45 s', or with no upper end when too many seeds missed."""
+    if time["ci_low"] is None and time["ci_high"] is None:
+        return ""  # a single seed: no interval
+    low = format_seconds(time["ci_low"])
+    if time["ci_high"] is None:
+        return f"; 95% CI from {low}, unbounded above"
+    return f"; 95% CI {low} to {format_seconds(time['ci_high'])}"
+
+
+def _time_lines(
+    report: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], base: Mapping[str, Any]
+) -> dict[str, str]:
+    """Per arm: its median training time to the target against the baseline's, with what
+    one training iteration cost (the line on time beside the one on iterations)."""
+    if report["target"]["accuracy"] is None:
+        return {}
+    baseline = base["arm"]
+    base_median = base["time_to_target"]["median"]
+    lines: dict[str, str] = {}
+    for row in rows:
+        time = row["time_to_target"]
+        if row["finished"] == 0:
+            continue
+        per = row["seconds_per_iteration"]
+        cost = f"; {1000 * per:.2f} ms per iteration" if per is not None else ""
+        seeds = f"{time['reached']} of {time['of']} seeds"
+        if time["median"] is None:
+            lines[row["arm"]] = (
+                f"{row['arm']}: median training time to target unbounded ({seeds} reached "
+                f"it, a seed that misses counting as infinity{cost})."
+            )
+            continue
+        head = (
+            f"{row['arm']} took a median {format_seconds(time['median'])} of training to "
+            "reach the target"
+        )
+        speedup = time["speedup"]
+        if row["arm"] == baseline:
+            compared = ""
+        elif base_median is None:
+            compared = f"; {baseline}'s median is unbounded"
+        elif speedup is None:
+            compared = f"; against {baseline}, no ratio: the target was met at time 0"
+        elif round(speedup, 1) == 1.0:
+            compared = f", about as fast as {baseline} ({format_seconds(base_median)})"
+        else:
+            ratio = f"{speedup:.1f}x faster" if speedup > 1 else f"{1 / speedup:.1f}x slower"
+            compared = f", {ratio} than {baseline} ({format_seconds(base_median)})"
+        lines[row["arm"]] = f"{head}{compared} ({seeds}{_interval(time)}{cost})."
     return lines
 
 

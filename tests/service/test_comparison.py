@@ -10,9 +10,20 @@ import math
 import pytest
 
 from service.reports.comparison import build_report, clr_vs_tuned, compute_ratio
-from tests.factories import against_baseline_results, clr_vs_tuned_results, report_row
+from tests.factories import (
+    against_baseline_results,
+    clr_vs_tuned_results,
+    report_row,
+    time_to_target_results,
+)
 
 NAN = math.nan
+
+
+def _mean_reach(row: dict) -> dict:
+    """Iterations to target as a mean over the seeds that reached it (the median beside it
+    is tests/service/test_time_to_target.py's)."""
+    return {k: row["iterations_to_target"][k] for k in ("mean", "reached", "of")}
 
 
 def test_iterations_to_target_and_speedup_by_hand() -> None:
@@ -23,7 +34,7 @@ def test_iterations_to_target_and_speedup_by_hand() -> None:
         "description": "the spec's target_accuracy",
         "rule": report["target"]["rule"],
     }
-    reach = {row["arm"]: row["iterations_to_target"] for row in report["arms"]}
+    reach = {row["arm"]: _mean_reach(row) for row in report["arms"]}
     assert reach["fixed"] == {"mean": pytest.approx(200), "reached": 2, "of": 2}
     assert reach["fast"] == {"mean": pytest.approx(100), "reached": 2, "of": 2}
     assert reach["slow"] == {"mean": pytest.approx(400 + 0.1 / 0.12 * 100), "reached": 2, "of": 2}
@@ -65,7 +76,7 @@ def test_a_nan_accuracy_never_counts_as_crossing_the_target() -> None:
     assert seeds[0]["final_accuracy"] is None and seeds[0]["best_accuracy"] == 0.5
     assert seeds[1]["iterations_to_target"] == 400
     weak = report_row(report, "weak")
-    assert weak["iterations_to_target"] == {"mean": 400, "reached": 1, "of": 2}
+    assert _mean_reach(weak) == {"mean": 400, "reached": 1, "of": 2}
     assert weak["final_accuracy"]["n"] == 1  # the NaN final is no finished seed's accuracy
     json.dumps(report, allow_nan=False)
 
@@ -144,3 +155,52 @@ def test_no_tuned_fixed_lr_arm_no_match() -> None:
     results["tuning"] = {}
     results["arms"]["sgd-fixed-tuned"]["tuned"] = []
     assert clr_vs_tuned(build_report(results)["arms"]) is None
+
+
+def test_time_to_target_is_the_median_over_seeds_a_miss_counting_as_infinity() -> None:
+    report = build_report(time_to_target_results())
+    time = {row["arm"]: row["time_to_target"] for row in report["arms"]}
+    assert time["sgd"] == {
+        "median": pytest.approx(2.0),
+        "ci_low": pytest.approx(2.0),
+        "ci_high": pytest.approx(2.0),
+        "unbounded": False,
+        "reached": 5,
+        "of": 5,
+        "speedup": pytest.approx(1.0),
+    }
+    # Fewer iterations, more time: the arm worse than the baseline in time.
+    assert time["prodigy"]["median"] == pytest.approx(5.0)
+    assert time["prodigy"]["speedup"] == pytest.approx(2.0 / 5.0)
+    assert report_row(report, "prodigy")["speedup"] == pytest.approx(200 / 100)
+    # One miss of five: the median is finite, its interval's top is not (see the statistics).
+    assert time["wsd"] == {
+        "median": pytest.approx(4.0),
+        "ci_low": pytest.approx(3.0),
+        "ci_high": None,
+        "unbounded": True,
+        "reached": 4,
+        "of": 5,
+        "speedup": pytest.approx(2.0 / 4.0),
+    }
+    assert time["dog"]["median"] is None and time["dog"]["unbounded"]
+    assert (time["dog"]["reached"], time["dog"]["speedup"]) == (2, None)
+    json.dumps(report, allow_nan=False)
+
+
+def test_iterations_to_target_get_the_median_beside_the_mean() -> None:
+    report = build_report(time_to_target_results())
+    wsd = report_row(report, "wsd")["iterations_to_target"]
+    assert wsd["mean"] == pytest.approx(350)  # over the four seeds that reached it
+    assert wsd["median"] == pytest.approx(400)  # over [300, 300, 400, 400, inf]
+    assert (wsd["ci_low"], wsd["ci_high"], wsd["unbounded"]) == (300, None, True)
+    assert report_row(report, "dog")["iterations_to_target"]["median"] is None
+
+
+def test_seconds_per_iteration_and_total_training_time_per_arm() -> None:
+    report = build_report(time_to_target_results())
+    assert report_row(report, "sgd")["seconds_per_iteration"] == pytest.approx(0.01)
+    assert report_row(report, "prodigy")["seconds_per_iteration"] == pytest.approx(0.05)
+    assert report_row(report, "prodigy")["wall_s_total"] == pytest.approx(5 * 500 * 0.05)
+    seeds = report_row(report, "prodigy")["seeds"]
+    assert [s["time_to_target"] for s in seeds] == [pytest.approx(5.0)] * 5

@@ -358,7 +358,8 @@ def test_verdict_compares_the_best_clr_arm_with_the_tuned_fixed_arm() -> None:
 def test_verdict_follows_the_speedup_lines_and_precedes_the_t_tests() -> None:
     verdicts = build_report(_results())["verdicts"]
     at = next(i for i, v in enumerate(verdicts) if v.startswith(LABEL))
-    assert verdicts[at - 1].startswith("sgd-fixed-tuned reached the baseline's final accuracy")
+    assert verdicts[at - 2].startswith("sgd-fixed-tuned reached the baseline's final accuracy")
+    assert verdicts[at - 1].startswith("sgd-fixed-tuned took a median")
     assert verdicts[at + 1].startswith("Final accuracy of ")
     assert sum(v.startswith("Final accuracy of ") for v in verdicts) == 4
 

@@ -7,7 +7,15 @@ import math
 import pytest
 from scipy import stats
 
-from service.reports.statistics import accuracy_at, iterations_to_target, mean_ci, welch_t_test
+from service.reports.statistics import (
+    accuracy_at,
+    bootstrap_median_ci,
+    iterations_to_target,
+    mean_ci,
+    median_with_misses,
+    time_to_target,
+    welch_t_test,
+)
 
 ITS = [100, 200, 300, 400]
 
@@ -105,3 +113,51 @@ def test_welch_of_identical_results_is_none_not_nan() -> None:
 
 def test_welch_of_two_different_constant_samples_is_zero() -> None:
     assert welch_t_test([0.9, 0.9], [0.8, 0.8]) == 0.0
+
+
+# ---- time to target: AlgoPerf's median, a miss counting as infinity --------------------------
+
+
+def test_time_to_target_is_interpolated_at_the_crossing() -> None:
+    # Crossing 0.8 halfway between 200 and 300 (0.7 -> 0.9); 2.0 s at 200, 3.2 s at 300.
+    seconds = [1.0, 2.0, 3.2, 4.0]
+    assert time_to_target(ITS, [0.5, 0.7, 0.9, 0.92], seconds, 0.8) == pytest.approx(2.6)
+    assert time_to_target(ITS, [0.5, 0.6, 0.7, 0.7], seconds, 0.8) is None
+    with pytest.raises(ValueError, match="same length"):
+        time_to_target(ITS, [0.5, 0.7, 0.9, 0.92], [1.0], 0.8)
+
+
+def test_median_counts_a_miss_as_infinity_never_as_the_budget() -> None:
+    assert median_with_misses([3.0, 1.0, 2.0]) == 2.0
+    assert median_with_misses([3.0, None, 1.0]) == 3.0  # 1, 3, inf
+    assert median_with_misses([1.0, 2.0, None, None]) == math.inf  # (2 + inf) / 2
+    assert median_with_misses([1.0, 2.0, 4.0, None]) == 3.0
+    with pytest.raises(ValueError, match="at least one"):
+        median_with_misses([])
+
+
+def test_bootstrap_interval_of_two_seeds_by_hand() -> None:
+    # Resamples of [10, 20]: (10, 10) -> 10 a quarter of the time, (10, 20) or (20, 10) -> 15
+    # half, (20, 20) -> 20 a quarter: the 2.5% and 97.5% quantiles are 10 and 20.
+    assert bootstrap_median_ci([10.0, 20.0]) == (10.0, 20.0)
+    # [10, miss]: medians 10 (a quarter) and inf (three quarters): unbounded above.
+    assert bootstrap_median_ci([10.0, None]) == (10.0, math.inf)
+
+
+def test_bootstrap_upper_end_is_unbounded_when_too_many_seeds_may_miss() -> None:
+    # [3, 3, 4, 4, miss]: the median is 4, but a resample draws 3 or more misses with
+    # probability 10 * 0.2^3 * 0.8^2 + 5 * 0.2^4 * 0.8 + 0.2^5 = 5.8% > 2.5%: the data do not
+    # bound the median from above. It is 3 when 3 or more draws are 3s: probability 31.7%.
+    assert bootstrap_median_ci([3.0, 3.0, 4.0, 4.0, None]) == (3.0, math.inf)
+    # One miss in 10 seeds: P(5 or more misses of 10) = 0.16% < 2.5%, so the top is finite.
+    low, high = bootstrap_median_ci([1.0, 2, 3, 4, 5, 6, 7, 8, 9, None])  # type: ignore[misc]
+    assert low <= median_with_misses([1.0, 2, 3, 4, 5, 6, 7, 8, 9, None]) == 5.5 <= high < math.inf
+
+
+def test_bootstrap_interval_is_seeded_and_needs_two_seeds() -> None:
+    values = [1.0, 5.0, 2.0, None, 3.0]
+    assert bootstrap_median_ci(values) == bootstrap_median_ci(values)
+    assert bootstrap_median_ci([7.0]) is None
+    assert bootstrap_median_ci([7.0, 7.0, 7.0]) == (7.0, 7.0)
+    with pytest.raises(ValueError, match="confidence"):
+        bootstrap_median_ci(values, confidence=1.0)

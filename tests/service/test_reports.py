@@ -12,7 +12,13 @@ import pytest
 
 from service.reports import build_report, render_csv, render_html
 from service.reports.tables import CSV_COLUMNS
-from tests.factories import report_row, results_arm, results_document, results_trial
+from tests.factories import (
+    report_row,
+    results_arm,
+    results_document,
+    results_trial,
+    time_to_target_results,
+)
 
 
 def _results(status: str = "succeeded") -> dict[str, Any]:
@@ -83,7 +89,16 @@ def test_target_from_the_spec_is_used_as_given() -> None:
 def test_speedup_and_iterations_to_target() -> None:
     report = build_report(_results())
     base, clr = report_row(report, "fixed"), report_row(report, "triangular2")
-    assert base["iterations_to_target"] == {"mean": pytest.approx(400), "reached": 2, "of": 2}
+    assert base["iterations_to_target"] == {
+        "mean": pytest.approx(400),
+        "reached": 2,
+        "of": 2,
+        # AlgoPerf's median beside the mean: both seeds crossed at 400.
+        "median": pytest.approx(400),
+        "ci_low": pytest.approx(400),
+        "ci_high": pytest.approx(400),
+        "unbounded": False,
+    }
     assert clr["iterations_to_target"]["mean"] == pytest.approx(215)
     assert clr["speedup"] == pytest.approx(400 / 215)
     assert base["speedup"] == pytest.approx(1.0)
@@ -91,7 +106,16 @@ def test_speedup_and_iterations_to_target() -> None:
 
 def test_diverged_counts_as_not_reaching_and_failed_is_excluded() -> None:
     adam = report_row(build_report(_results()), "adam")
-    assert adam["iterations_to_target"] == {"mean": None, "reached": 0, "of": 2}
+    assert adam["iterations_to_target"] == {
+        "mean": None,
+        "reached": 0,
+        "of": 2,
+        # Every seed missed: the median is infinite, no number.
+        "median": None,
+        "ci_low": None,
+        "ci_high": None,
+        "unbounded": True,
+    }
     assert adam["speedup"] is None
     assert adam["final_accuracy"]["n"] == 2  # diverged (0.1) and completed (0.88), not failed
     assert adam["final_accuracy"]["mean"] == pytest.approx((0.1 + 0.88) / 2)
@@ -262,3 +286,19 @@ def test_html_of_a_running_study_shows_the_partial_banner() -> None:
     assert 'id="partial"' in page
     assert page.count("<svg") == 2  # no range test, no third plot
     assert "No range test" in page
+
+
+def test_the_estimated_step_size_is_plotted_when_an_arm_recorded_one() -> None:
+    results = time_to_target_results()
+    assert 'id="plot-step-size"' not in render_html(results)
+    for trial in results["trials"]:
+        if trial["arm"] == "prodigy":
+            for point in trial["points"]:
+                point["d"] = 1e-6 * (1 + point["iteration"])
+    page = render_html(results)
+    assert 'id="plot-step-size"' in page
+    assert "estimated step size d" in page
+    summary = page[page.index('id="summary"') :]
+    assert "50.00 ms" in summary  # prodigy's training time per iteration
+    assert "5.00 s [5.00 s, 5.00 s] (5/5)" in summary  # its median time to target
+    assert "4.00 s [3.00 s, ∞] (4/5)" in summary  # wsd: one seed of five missed

@@ -22,6 +22,7 @@ from tests.factories import (
     results_arm,
     results_document,
     results_trial,
+    time_to_target_results,
 )
 
 # Welch's t-test of two seeds against two, each pair 0.01 apart (sample variance 0.00005):
@@ -41,11 +42,22 @@ def test_the_hand_worked_p_values() -> None:
 def test_arms_better_and_worse_than_the_baseline_in_words() -> None:
     report = build_report(against_baseline_results())
     assert report["verdicts"] == [
+        # Training time is iterations / 50 s in these documents (20 ms per iteration):
+        # fixed crosses at 200 iterations, 4 s, in both seeds.
+        "fixed took a median 4.00 s of training to reach the target (2 of 2 seeds; "
+        "95% CI 4.00 s to 4.00 s; 20.00 ms per iteration).",
         # fast: 100 against 200 iterations, 200 / 100 = 2.0x fewer
         "fast reached the target (90.0%) at 100 iterations, 2.0x fewer than fixed (200).",
+        "fast took a median 2.00 s of training to reach the target, 2.0x faster than fixed "
+        "(4.00 s) (2 of 2 seeds; 95% CI 2.00 s to 2.00 s; 20.00 ms per iteration).",
         # slow: 483.3 against 200, 483.3 / 200 = 2.4x more (not the speedup, 0.41)
         "slow reached the target (90.0%) at 483 iterations, 2.4x more than fixed (200).",
+        # 483.3 / 50 = 9.67 s
+        "slow took a median 9.67 s of training to reach the target, 2.4x slower than fixed "
+        "(4.00 s) (2 of 2 seeds; 95% CI 9.67 s to 9.67 s; 20.00 ms per iteration).",
         "weak never reached the target (90.0%): 0 of 2 seeds; final accuracy 84.5%.",
+        "weak: median training time to target unbounded (0 of 2 seeds reached it, a seed "
+        "that misses counting as infinity; 20.00 ms per iteration).",
         "Final accuracy of fast, 96.5% vs 90.5% for fixed: significantly higher at 5% (p = 0.014).",
         "Final accuracy of slow, 92.0% vs 90.5% for fixed: no significant difference at 5% "
         "(p = 0.205).",
@@ -189,3 +201,27 @@ def test_a_target_met_at_iteration_0_gives_no_speedup(early: str) -> None:
             "clr reached the baseline's final accuracy (30.0%) at 91 iterations; fixed at 0: "
             "no speedup is defined when the target is met at iteration 0."
         )
+
+
+def test_time_lines_beside_the_iteration_lines_an_arm_slower_in_time() -> None:
+    verdicts = build_report(time_to_target_results())["verdicts"]
+    at = verdicts.index(
+        "prodigy reached the target (90.0%) at 100 iterations, 2.0x fewer than sgd (200)."
+    )
+    # Half the iterations at five times the cost per iteration: 5.0 s against 2.0 s.
+    assert verdicts[at + 1] == (
+        "prodigy took a median 5.00 s of training to reach the target, 2.5x slower than sgd "
+        "(2.00 s) (5 of 5 seeds; 95% CI 5.00 s to 5.00 s; 50.00 ms per iteration)."
+    )
+    assert verdicts[0] == (
+        "sgd took a median 2.00 s of training to reach the target (5 of 5 seeds; "
+        "95% CI 2.00 s to 2.00 s; 10.00 ms per iteration)."
+    )
+    assert (
+        "wsd took a median 4.00 s of training to reach the target, 2.0x slower than sgd "
+        "(2.00 s) (4 of 5 seeds; 95% CI from 3.00 s, unbounded above; 10.00 ms per iteration)."
+    ) in verdicts
+    assert (
+        "dog: median training time to target unbounded (2 of 5 seeds reached it, a seed that "
+        "misses counting as infinity; 10.00 ms per iteration)."
+    ) in verdicts
