@@ -73,6 +73,11 @@ class StudyView(BaseModel):
         description="The study's Ray Job in the Ray dashboard; null until started."
     )
     error: str | None = Field(description="Why the study failed; null otherwise.")
+    error_detail: str | None = Field(
+        None,
+        description="Admins only (null for others): what `error` leaves out, the failed "
+        "job's log or the driver's traceback.",
+    )
     cancel_requested: bool = Field(description="A cancel was asked for and is being carried out.")
     created_at: datetime = Field(description="When it was submitted (UTC).")
     started_at: datetime | None = Field(description="When it started running (UTC).")

@@ -25,7 +25,8 @@ from service.settings import Settings
 from service.store import Store, StudyRecord
 
 log = logging.getLogger(__name__)
-LOG_TAIL_CHARS = 2000
+# The end of a failed job's log kept for admins (error_detail) and the service's log.
+LOG_TAIL_CHARS = 20_000
 # Trial states of a study that ran to its end (cancelled ones mean it did not).
 RAN_TRIAL_STATES = ("completed", "diverged", "failed")
 
@@ -175,11 +176,33 @@ class Dispatcher:
             logs = jobs.get_job_logs(submission_id(study.id))[-LOG_TAIL_CHARS:]
         except Exception:
             logs = ""
-        self._end(study, "failed", f"its Ray job ended ({status}) without a result:\n{logs}")
+        log.warning(
+            "study %s: its Ray job ended (%s) without a result; its log ends:\n%s",
+            study.id,
+            status,
+            logs,
+        )
+        # The log holds tracebacks and the server's paths: admins read it, owners are told so.
+        self._end(
+            study,
+            "failed",
+            f"its Ray job ended ({status}) without a result; the service's log and its "
+            "admins (error_detail) have the job's log",
+            error_detail=logs or None,
+        )
 
-    def _end(self, study: StudyRecord, status: str, error: str | None) -> None:
+    def _end(
+        self,
+        study: StudyRecord,
+        status: str,
+        error: str | None,
+        *,
+        error_detail: str | None = None,
+    ) -> None:
         self._cancel_seen.pop(study.id, None)
-        if self.store.transition(study.id, status, expected={"running"}, error=error):
+        if self.store.transition(
+            study.id, status, expected={"running"}, error=error, error_detail=error_detail
+        ):
             log.info("study %s reconciled to %s", study.id, status)
             self._close_searches(study)
 

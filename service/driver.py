@@ -10,10 +10,12 @@ metadata, which the Ray dashboard shows. It records every result through a
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import threading
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 
 from service.db import DatabaseUnavailable, database_url, make_engine, retrying
 from service.ray_cluster import client_environment
@@ -26,6 +28,9 @@ from workers.runner import RunOptions, StudyFailed, run_study
 
 log = logging.getLogger("clrstudy.driver")
 CANCEL_POLL_S = 1.0
+OWNER_ERROR_CHARS = 1000
+# The folders of an absolute path ("/srv/app/lib/"), which `owner_message` drops.
+_SERVER_PATH = re.compile(r"(?<![\w.~:/])/(?:[\w.+@-]+/)+")
 # How long the study's end is retried while the database is away; past it the driver fails
 # and the dispatcher's reconcile judges the study by the results stored.
 FINAL_UPDATE_RETRY_S = 300.0
@@ -78,13 +83,30 @@ def _watch_cancel(
             return
 
 
-def record_end(store: Store, study_id: str, status: str, error: str | None) -> bool:
+def record_end(
+    store: Store, study_id: str, status: str, error: str | None, detail: str | None = None
+) -> bool:
     """Record how a running study ended, retried while the database is away; whether it
     was still running (another process may have ended it)."""
     return retrying(
-        lambda: store.transition(study_id, status, expected={"running"}, error=error, phase="done"),
+        lambda: store.transition(
+            study_id, status, expected={"running"}, error=error, error_detail=detail, phase="done"
+        ),
         FINAL_UPDATE_RETRY_S,
     )
+
+
+def owner_message(text: str, settings: Settings) -> str:
+    """`text` as a study's owner may read it: the data and checkpoint folders named by their
+    settings, no other absolute path of the server, one line, at most OWNER_ERROR_CHARS."""
+    for folder, name in (
+        (settings.data_root, "DATA_ROOT"),
+        (settings.storage_path, "STORAGE_PATH"),
+    ):
+        if "://" not in folder:
+            text = text.replace(str(Path(folder).resolve()), name)
+    text = _SERVER_PATH.sub("", " ".join(text.split()))
+    return text if len(text) <= OWNER_ERROR_CHARS else text[: OWNER_ERROR_CHARS - 3] + "..."
 
 
 def drive(study_id: str) -> int:
@@ -122,18 +144,21 @@ def _drive(store: Store, settings: Settings, study_id: str) -> int:
     )
     try:
         outcome = run_study(spec, PhaseSink(sink, store, study_id), options, cancel=cancel)
-        status, error = outcome.status, outcome.error
+        status, error, detail = outcome.status, outcome.error, None
     except StudyFailed as failure:
-        status, error = "failed", str(failure)
-    except Exception:  # anything else is a bug, but the study must still end as failed
-        status, error = "failed", traceback.format_exc(limit=8)
+        status, error = "failed", owner_message(str(failure), settings)
+        detail = str(failure) if error != str(failure) else None
+    except Exception as bug:  # anything else is a bug, but the study must still end as failed
+        log.exception("study %s: the driver failed", study_id)
+        status, detail = "failed", traceback.format_exc()
+        error = owner_message(f"the study's driver failed: {type(bug).__name__}: {bug}", settings)
     finally:
         done.set()
         sink.close()
     watcher.join()
     if cancel.is_set() and status == "succeeded":
         status = "cancelled"
-    record_end(store, study_id, status, error)
+    record_end(store, study_id, status, error, detail)
     log.info("study %s %s", study_id, status)
     return 0 if status != "failed" else 1
 

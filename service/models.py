@@ -139,6 +139,8 @@ class Study(Base):
     status: Mapped[str] = mapped_column(String(16), default="queued")
     phase: Mapped[str] = mapped_column(String(16), default="queued")
     error: Mapped[str | None] = mapped_column(Text)
+    # What `error` leaves out (the job's log, a traceback with server paths): admins only.
+    error_detail: Mapped[str | None] = mapped_column(Text)
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     # SHA-256 of the spec sent with `idempotency_key`: the same key with another body is refused.
     idempotency_body_hash: Mapped[str | None] = mapped_column(String(64))

@@ -126,6 +126,7 @@ class StudyRecord:
     status: str
     phase: str
     error: str | None
+    error_detail: str | None  # admins only
     idempotency_key: str | None
     submission_id: str | None
     cancel_requested: bool
@@ -509,8 +510,11 @@ class Store:
         expected: set[str],
         error: str | None = None,
         phase: str | None = None,
+        error_detail: str | None = None,
     ) -> bool:
         """Move a study from one of the `expected` statuses to `to`, atomically.
+
+        `error` is for the owner; `error_detail` (a job log, a traceback) for admins only.
 
         Raises `InvalidTransition` if the lifecycle forbids any expected -> to; returns False
         if the study is not (any more) in an expected status, e.g. another process moved it.
@@ -530,6 +534,8 @@ class Store:
             values["phase"] = phase
         if error is not None:
             values["error"] = error
+        if error_detail is not None:
+            values["error_detail"] = error_detail
         return self._update_study(study_id, values, Study.status.in_(expected))
 
     def _update_study(self, study_id: str, values: dict[str, Any], *conditions: Any) -> bool:

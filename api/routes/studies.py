@@ -57,8 +57,10 @@ def study_path(study_id: str) -> str:
     return f"{API_PREFIX}{PREFIX}/{study_id}"
 
 
-def study_view(study: StudyRecord, store: Store, dashboard_url: str) -> StudyView:
-    """The study as the API shows it, with its progress read now."""
+def study_view(
+    study: StudyRecord, store: Store, dashboard_url: str, *, admin: bool = False
+) -> StudyView:
+    """The study as the API shows it, with its progress read now; `error_detail` to admins."""
     progress = store.progress(study.id)
     path = study_path(study.id)
     job = study.submission_id
@@ -73,6 +75,7 @@ def study_view(study: StudyRecord, store: Store, dashboard_url: str) -> StudyVie
         ray_job_id=job,
         ray_dashboard_url=f"{dashboard_url}/#/jobs/{job}" if job else None,
         error=study.error,
+        error_detail=study.error_detail if admin else None,
         cancel_requested=study.cancel_requested,
         created_at=study.created_at,
         started_at=study.started_at,
@@ -197,7 +200,7 @@ def list_studies(
         owner_id=visible_to(owner), status=status_, name=name, limit=limit, offset=offset
     )
     return StudyPage(
-        items=[study_view(s, store, dashboard_url) for s in items],
+        items=[study_view(s, store, dashboard_url, admin=owner.admin) for s in items],
         total=total,
         limit=limit,
         offset=offset,
@@ -205,9 +208,11 @@ def list_studies(
 
 
 @router.get("/{study_id}", response_model=StudyView, summary="Get a study", responses=NOT_FOUND)
-def get_study(study: OwnedStudy, store: StoreDep, dashboard_url: DashboardUrl) -> StudyView:
+def get_study(
+    study: OwnedStudy, owner: CurrentOwner, store: StoreDep, dashboard_url: DashboardUrl
+) -> StudyView:
     """Status, phase, progress, bounds, per-arm best accuracy and the Ray job of a study."""
-    return study_view(study, store, dashboard_url)
+    return study_view(study, store, dashboard_url, admin=owner.admin)
 
 
 @router.post(

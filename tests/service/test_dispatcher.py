@@ -286,12 +286,17 @@ def test_a_job_that_ended_without_its_driver_recording_it_fails_with_its_logs(
     dispatcher.tick()
     sid = submission_id(study_id)
     jobs.status[sid] = ray_status
-    jobs.logs[sid] = "x" * LOG_TAIL_CHARS + "Traceback: out of memory"
+    jobs.logs[sid] = "x" * LOG_TAIL_CHARS + "Traceback: /srv/clrstudy/data: out of memory"
     dispatcher.tick()
     ended = study(store, study_id)
     assert ended.status == "failed"
-    tail = ("x" * LOG_TAIL_CHARS + "Traceback: out of memory")[-LOG_TAIL_CHARS:]
-    assert ended.error == f"its Ray job ended ({ray_status.value}) without a result:\n{tail}"
+    # The owner gets a clean message; the log, with the server's paths, is for admins.
+    assert ended.error == (
+        f"its Ray job ended ({ray_status.value}) without a result; the service's log and its "
+        "admins (error_detail) have the job's log"
+    )
+    tail = "x" * LOG_TAIL_CHARS + "Traceback: /srv/clrstudy/data: out of memory"
+    assert ended.error_detail == tail[-LOG_TAIL_CHARS:]
 
 
 def test_a_job_whose_logs_are_gone_still_ends_its_study(
@@ -301,7 +306,9 @@ def test_a_job_whose_logs_are_gone_still_ends_its_study(
     dispatcher.tick()
     jobs.status[submission_id(study_id)] = JobStatus.FAILED  # and no logs
     dispatcher.tick()
-    assert study(store, study_id).error == "its Ray job ended (FAILED) without a result:\n"
+    ended = study(store, study_id)
+    assert ended.error is not None and ended.error.startswith("its Ray job ended (FAILED)")
+    assert ended.error_detail is None
 
 
 def test_a_stopped_job_or_a_cancel_request_ends_as_cancelled(

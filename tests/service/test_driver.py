@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -109,14 +110,20 @@ def test_a_study_the_runner_fails_is_failed_with_its_reason(
 def test_a_bug_in_the_runner_still_ends_the_study_as_failed(
     store: Store, settings: Settings, running: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    data_root = Path(settings.data_root).resolve()
+
     def run(*_: Any) -> StudyOutcome:
-        raise KeyError("momentum")
+        raise KeyError(f"momentum, reading {data_root}/x.npz")
 
     runner(monkeypatch, run)
     assert driver.drive(running) == 1
     study = store.get_study(running)
     assert study is not None and study.status == "failed"
-    assert study.error is not None and "Traceback" in study.error and "KeyError" in study.error
+    # The owner is told what failed, without the traceback or the server's folders;
+    # admins read the traceback in error_detail.
+    assert study.error == "the study's driver failed: KeyError: 'momentum, reading DATA_ROOT/x.npz'"
+    assert study.error_detail is not None and "Traceback" in study.error_detail
+    assert str(data_root) in study.error_detail and __file__ in study.error_detail
 
 
 def test_a_cancel_request_reaches_the_runner_and_ends_the_study_cancelled(

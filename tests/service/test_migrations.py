@@ -34,7 +34,7 @@ def test_upgrade_builds_the_models_schema(engine: Engine) -> None:
     assert "alembic_version" not in tables
     with engine.connect() as connection:
         versions = connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}"))
-        assert versions.scalars().all() == ["0005_step_size"]
+        assert versions.scalars().all() == ["0006_error_detail"]
 
 
 def test_upgrade_again_changes_nothing_and_downgrade_removes_everything(
