@@ -10,6 +10,7 @@ metadata, which the Ray dashboard shows. It records every result through a
 from __future__ import annotations
 
 import logging
+import math
 import re
 import sys
 import threading
@@ -124,7 +125,14 @@ def _drive(store: Store, settings: Settings, study_id: str) -> int:
     if study is None or study.status != "running":
         log.error("study %s is not running (%s)", study_id, study and study.status)
         return 1
-    spec = validate_spec(study.spec, settings)
+    # The API admitted the spec under its own machine's per-trial CPUs and GPUs; the nodes
+    # here may differ (a smaller head), and the runner checks placement against them.
+    spec = validate_spec(
+        study.spec,
+        settings.model_copy(
+            update={"max_cpus_per_trial": math.inf, "max_gpus_per_trial": math.inf}
+        ),
+    )
     sink = DatabaseSink(store, study_id)
     cancel, done = threading.Event(), threading.Event()
     watcher = threading.Thread(

@@ -156,3 +156,17 @@ def test_a_study_that_is_not_running_is_not_run(
 def test_main_wants_one_study_id(capsys: pytest.CaptureFixture[str]) -> None:
     assert driver.main([]) == 2
     assert "usage: python -m service.driver STUDY_ID" in capsys.readouterr().err
+
+
+def test_a_spec_admitted_by_a_larger_api_host_runs_on_a_smaller_head(
+    store: Store, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The per-trial CPU limit is the API host's; the driver's machine may have fewer CPUs,
+    and the runner checks the trial against the cluster's nodes instead."""
+    key, _ = store.create_api_key("alice")
+    spec = study_spec(resources_per_trial={"cpu": settings.trial_cpus() + 1})
+    study, _ = store.create_study(key.owner.id, spec, "digits")
+    assert store.transition(study.id, "running", expected={"queued"})
+    calls = runner(monkeypatch, lambda *_: StudyOutcome("succeeded"))
+    assert driver.drive(study.id) == 0
+    assert calls[0]["spec"].resources_per_trial.cpu == settings.trial_cpus() + 1
