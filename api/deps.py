@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 from typing import Annotated
+from urllib.parse import urlsplit
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
 from api.errors import not_found, unauthorized
@@ -17,7 +18,9 @@ SESSION_COOKIE = "clrstudy_session"
 
 bearer = HTTPBearer(auto_error=False, description="An API key from `clrstudy keys create`.")
 session_cookie = APIKeyCookie(
-    name=SESSION_COOKIE, auto_error=False, description="Set by POST /login (browsers)."
+    name=SESSION_COOKIE,
+    auto_error=False,
+    description="Set by POST /login (browsers): a session id; changes need this service's Origin.",
 )
 
 
@@ -48,22 +51,68 @@ DispatcherDep = Annotated[Dispatcher | None, Depends(get_dispatcher)]
 DashboardUrl = Annotated[str, Depends(get_dashboard_url)]
 
 
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def same_origin(request: Request, settings: Settings) -> bool:
+    """Whether a browser sent `request` from this service's own pages: `Sec-Fetch-Site`
+    says so, or `Origin` is this service's (as the request reached it, or PUBLIC_URL).
+
+    A request that has neither header did not come from a current browser's page, and is
+    refused too: a cookie alone never authorizes a change.
+    """
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site in ("same-origin", "none")
+    origin = request.headers.get("origin")
+    if origin is None:
+        return False
+    own = {f"{request.url.scheme}://{request.url.netloc}"}
+    if settings.public_url:
+        public = urlsplit(settings.public_url)
+        own.add(f"{public.scheme}://{public.netloc}")
+    return origin in own
+
+
 def current_owner(
+    request: Request,
     store: StoreDep,
+    settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     cookie: Annotated[str | None, Depends(session_cookie)],
 ) -> OwnerRecord:
-    """The owner of the bearer key, else of the session cookie's key; 401 without either."""
-    key = credentials.credentials if credentials is not None else cookie
-    if not key:
+    """The owner of the bearer key, else of the browser session; 401 without either.
+
+    A change (POST, PATCH, DELETE) authenticated by the session cookie must come from this
+    service's own pages (403 otherwise): another site's page can make a browser send the
+    cookie, but not these headers.
+    """
+    if credentials is not None:
+        owner = store.authenticate(credentials.credentials)
+    elif cookie:
+        if request.method in UNSAFE_METHODS and not same_origin(request, settings):
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                detail="a change authenticated by the session cookie must come from this "
+                "service's pages (Origin or Sec-Fetch-Site)",
+            )
+        owner = store.authenticate_session(cookie)
+    else:
         raise unauthorized("missing API key: send `Authorization: Bearer <key>`")
-    owner = store.authenticate(key)
     if owner is None:
-        raise unauthorized("invalid or revoked API key")
+        raise unauthorized("invalid or revoked API key, or an ended session")
+    return owner
+
+
+def admin_owner(owner: Annotated[OwnerRecord, Depends(current_owner)]) -> OwnerRecord:
+    """The caller, who must be an admin (403 otherwise)."""
+    if not owner.admin:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="only an admin may do this")
     return owner
 
 
 CurrentOwner = Annotated[OwnerRecord, Depends(current_owner)]
+AdminOwner = Annotated[OwnerRecord, Depends(admin_owner)]
 
 
 def visible_to(owner: OwnerRecord) -> int | None:

@@ -13,6 +13,7 @@ from importlib.metadata import version
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
+from api.headers import SecurityHeaders
 from api.routes import api_router, health, pages
 from service.db import make_engine, upgrade
 from service.dispatcher import Dispatcher
@@ -70,6 +71,8 @@ def create_app(settings: Settings | None = None, *, run_studies: bool = True) ->
         max_body_size=settings.max_body_bytes,
     )
     app.state.settings = settings
+    docs = {app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url}
+    app.add_middleware(SecurityHeaders, unpoliced=frozenset(p for p in docs if p))
     install_error_handlers(app, settings.max_body_bytes)
     app.include_router(api_router)
     app.include_router(health.router)

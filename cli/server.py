@@ -1,4 +1,5 @@
-"""Server operations: `serve`, `demo` (what `make run` runs), `db upgrade`, `keys create`."""
+"""Server operations: `serve`, `demo` (what `make run` runs), `db upgrade`, `keys create`,
+`keys list` and `keys revoke`."""
 
 from __future__ import annotations
 
@@ -7,11 +8,15 @@ import copy
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from cli.client import Client
+    from service.store import Store
 
 POLL_S = 2.0  # seconds between the demo's looks at its study
 
@@ -169,7 +174,9 @@ def _safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def _keys_create(args: argparse.Namespace) -> int:
+@contextmanager
+def _store() -> Iterator[Store]:
+    """The store of the database in the settings, migrated first."""
     from service.db import make_engine, upgrade
     from service.settings import get_settings
     from service.store import Store
@@ -178,9 +185,14 @@ def _keys_create(args: argparse.Namespace) -> int:
     upgrade(url)
     engine = make_engine(url)
     try:
-        record, key = Store(engine).create_api_key(args.name, admin=args.admin)
+        yield Store(engine)
     finally:
         engine.dispose()
+
+
+def _keys_create(args: argparse.Namespace) -> int:
+    with _store() as store:
+        record, key = store.create_api_key(args.name, admin=args.admin)
     print(key)
     role = "admin" if record.owner.admin else "owner"
     print(
@@ -190,8 +202,41 @@ def _keys_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _when(moment: datetime | None) -> str:
+    return "-" if moment is None else f"{moment:%Y-%m-%d %H:%M}"
+
+
+def _keys_list(args: argparse.Namespace) -> int:
+    with _store() as store:
+        keys = store.list_api_keys()
+    print(f"{'ID':>4}  {'NAME':<20} {'PREFIX':<13} {'CREATED':<17} {'LAST USED':<17} ADMIN")
+    for key in keys:
+        revoked = f"  revoked {_when(key.revoked_at)}" if key.revoked_at else ""
+        print(
+            f"{key.id:>4}  {key.owner.name:<20} {key.prefix:<13} {_when(key.created_at):<17} "
+            f"{_when(key.last_used_at):<17} {'yes' if key.owner.admin else 'no'}{revoked}"
+        )
+    return 0
+
+
+def _keys_revoke(args: argparse.Namespace) -> int:
+    from service.store import AmbiguousKey
+
+    with _store() as store:
+        try:
+            key = store.find_api_key(args.key)
+        except AmbiguousKey as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        if key is None or not store.revoke_api_key(key.id):
+            print(f"error: no unrevoked key {args.key!r}", file=sys.stderr)
+            return 1
+    print(f"revoked key {key.id} ({key.prefix}...) of {key.owner.name!r}; its studies stay")
+    return 0
+
+
 def add_server_commands(commands: Any) -> None:
-    """Add `serve`, `demo`, `db upgrade` and `keys create` to the parser's subparsers."""
+    """Add `serve`, `demo`, `db upgrade` and `keys create|list|revoke` to the subparsers."""
     serve = commands.add_parser("serve", help="run the REST service (settings: environment)")
     serve.add_argument("--host", default=None, help="interface (default: $HOST)")
     serve.add_argument("--port", type=int, default=None, help="port (default: $PORT)")
@@ -219,3 +264,11 @@ def add_server_commands(commands: Any) -> None:
     create.add_argument("name", help="the key's owner")
     create.add_argument("--admin", action="store_true", help="may see every owner's studies")
     create.set_defaults(handler=_keys_create)
+    key_commands.add_parser(
+        "list", help="every key: id, name, prefix, created, last used, admin"
+    ).set_defaults(handler=_keys_list)
+    revoke = key_commands.add_parser(
+        "revoke", help="revoke a key at once (its browser sessions end, its studies stay)"
+    )
+    revoke.add_argument("key", metavar="ID_OR_PREFIX", help="the key's id, or its prefix")
+    revoke.set_defaults(handler=_keys_revoke)

@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         1024 * 1024, description="Largest request body the API accepts, in bytes."
     )
+    browser_session_hours: float = Field(
+        12, gt=0, description="How long a browser's login lasts, in hours; logout ends it."
+    )
     host: str = Field("127.0.0.1", description="Interface `clrstudy serve` listens on.")
     port: int = Field(8000, description="Port `clrstudy serve` listens on.")
     public_url: str | None = Field(

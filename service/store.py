@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, Engine, case, delete, func, select, update
@@ -31,6 +31,7 @@ from service.models import (
     STUDY_STATUSES,
     TUNING_TRIAL_STATES,
     ApiKey,
+    BrowserSession,
     EvalPoint,
     Owner,
     RangeTestPoint,
@@ -62,6 +63,8 @@ FINISHED_TRIAL_STATES = ("completed", "diverged", "failed", "cancelled")
 # COUNTED_STATES): interrupted and cancelled ones are replaced when the study runs again.
 COUNTED_TUNING_STATES = ("completed", "stopped", "diverged", "failed")
 API_KEY_PREFIX = "clr_"
+# A key's last use is written at most this often: reads should not all turn into writes.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
 EVAL_POINT_FIELDS = tuple(f.name for f in fields(events.EvalPoint))
 RANGE_POINT_FIELDS = tuple(f.name for f in fields(events.RangeTestPoint))
 LOSS_FIELDS = frozenset({"train_loss", "loss", "smoothed_loss", "eval_loss"})
@@ -72,6 +75,10 @@ TUNING_TRIAL_FIELDS = (
 SCHEDULE_FIELDS = (
     "name", "cron", "timezone", "spec", "enabled", "points_threshold", "iterations_fraction",
 )  # fmt: skip
+
+
+class AmbiguousKey(LookupError):
+    """A key prefix that matches more than one key."""
 
 
 class InvalidTransition(ValueError):
@@ -115,6 +122,7 @@ class ApiKeyRecord:
     prefix: str  # the key's first characters, to tell keys apart in listings
     created_at: datetime
     revoked_at: datetime | None
+    last_used_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -211,6 +219,17 @@ def _record(cls: type[Any], row: Any) -> Any:
     return cls(**_columns(row, cls.__dataclass_fields__))
 
 
+def _key_record(key: ApiKey, owner: Owner) -> ApiKeyRecord:
+    return ApiKeyRecord(
+        key.id,
+        _record(OwnerRecord, owner),
+        key.prefix,
+        key.created_at,
+        key.revoked_at,
+        key.last_used_at,
+    )
+
+
 def _point_row(point: events.EvalPoint | events.RangeTestPoint, **keys: Any) -> dict[str, Any]:
     """A point's columns; a NaN or infinite loss becomes NULL."""
     row = asdict(point)
@@ -301,30 +320,116 @@ class Store:
             row = ApiKey(owner_id=owner.id, key_hash=hash_api_key(key), prefix=key[:12])
             session.add(row)
             session.flush()
-            record = ApiKeyRecord(
-                row.id, _record(OwnerRecord, owner), row.prefix, row.created_at, row.revoked_at
-            )
+            record = _key_record(row, owner)
         return record, key
 
     def authenticate(self, key: str) -> OwnerRecord | None:
-        """The owner of an unrevoked key, or None."""
+        """The owner of an unrevoked key, or None; notes the key's use."""
+        return self._authenticated(ApiKey.key_hash == hash_api_key(key))
+
+    def _authenticated(self, *conditions: Any) -> OwnerRecord | None:
+        """The owner of the one unrevoked key matching `conditions`; its use noted."""
+        now = utcnow()
         with self._session() as session:
-            owner = session.scalars(
-                select(Owner)
+            row = session.execute(
+                select(Owner, ApiKey.id)
                 .join(ApiKey, ApiKey.owner_id == Owner.id)
-                .where(ApiKey.key_hash == hash_api_key(key), ApiKey.revoked_at.is_(None))
+                .where(ApiKey.revoked_at.is_(None), *conditions)
             ).one_or_none()
-            return None if owner is None else _record(OwnerRecord, owner)
+            if row is None:
+                return None
+            owner, key_id = row
+            session.execute(
+                update(ApiKey)
+                .where(
+                    ApiKey.id == key_id,
+                    (ApiKey.last_used_at.is_(None))
+                    | (ApiKey.last_used_at < now - LAST_USED_RESOLUTION),
+                )
+                .values(last_used_at=now)
+            )
+            return cast(OwnerRecord, _record(OwnerRecord, owner))
+
+    def list_api_keys(self) -> list[ApiKeyRecord]:
+        """Every key, revoked ones included, oldest first."""
+        with self._session() as session:
+            rows = session.execute(
+                select(ApiKey, Owner).join(Owner, ApiKey.owner_id == Owner.id).order_by(ApiKey.id)
+            ).all()
+            return [_key_record(key, owner) for key, owner in rows]
+
+    def find_api_key(self, id_or_prefix: str) -> ApiKeyRecord | None:
+        """The key with this id, or the one key whose prefix starts with `id_or_prefix`;
+        `AmbiguousKey` when several do (prefixes are not unique)."""
+        keys = self.list_api_keys()
+        if id_or_prefix.isascii() and id_or_prefix.isdigit():
+            return next((k for k in keys if k.id == int(id_or_prefix)), None)
+        matches = [k for k in keys if id_or_prefix and k.prefix.startswith(id_or_prefix)]
+        if len(matches) > 1:
+            raise AmbiguousKey(
+                f"{id_or_prefix!r} is the prefix of {len(matches)} keys (ids "
+                f"{', '.join(str(k.id) for k in matches)}): give the id or a longer prefix"
+            )
+        return matches[0] if matches else None
 
     def revoke_api_key(self, key_id: int) -> bool:
-        """Revoke a key; False if there is no such unrevoked key."""
+        """Revoke a key and end its browser sessions; False if there is no such unrevoked
+        key. Its owner's studies stay."""
         with self._session() as session:
             result = session.execute(
                 update(ApiKey)
                 .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
                 .values(revoked_at=utcnow())
             )
+            session.execute(delete(BrowserSession).where(BrowserSession.key_id == key_id))
             return cast(CursorResult[Any], result).rowcount == 1
+
+    # --- browser sessions --------------------------------------------------------------
+
+    def create_browser_session(self, key: str, max_age: timedelta) -> str | None:
+        """A new session of an unrevoked key, valid for `max_age`: the id for the cookie
+        (stored only as its hash); None for a key that is not valid."""
+        with self._session() as session:
+            key_id = session.scalar(
+                select(ApiKey.id).where(
+                    ApiKey.key_hash == hash_api_key(key), ApiKey.revoked_at.is_(None)
+                )
+            )
+            if key_id is None:
+                return None
+            token = secrets.token_urlsafe(32)
+            session.add(
+                BrowserSession(
+                    key_id=key_id,
+                    session_hash=hash_api_key(token),
+                    expires_at=utcnow() + max_age,
+                )
+            )
+            # Expired sessions of the key go as a new one comes.
+            session.execute(
+                delete(BrowserSession).where(
+                    BrowserSession.key_id == key_id, BrowserSession.expires_at < utcnow()
+                )
+            )
+        return token
+
+    def authenticate_session(self, token: str) -> OwnerRecord | None:
+        """The owner of an unexpired session of an unrevoked key, or None."""
+        return self._authenticated(
+            ApiKey.id.in_(
+                select(BrowserSession.key_id).where(
+                    BrowserSession.session_hash == hash_api_key(token),
+                    BrowserSession.expires_at > utcnow(),
+                )
+            )
+        )
+
+    def end_browser_session(self, token: str) -> None:
+        """Delete the session (logout); unknown ones are ignored."""
+        with self._session() as session:
+            session.execute(
+                delete(BrowserSession).where(BrowserSession.session_hash == hash_api_key(token))
+            )
 
     # --- studies -----------------------------------------------------------------------
 

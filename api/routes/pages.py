@@ -1,12 +1,15 @@
 """The human entry point: a page listing the caller's studies, and a login that sets a cookie.
 
 A browser cannot send `Authorization: Bearer`, and a key in a URL ends up in logs and
-history, so POST /login takes the key in a form body and keeps it in an HttpOnly,
-SameSite=Strict cookie, which every route accepts in place of the header.
+history, so POST /login takes the key in a form body and starts a server-side session: the
+HttpOnly, SameSite=Strict cookie holds only the session's random id (stored hashed, with an
+expiry), which every route accepts in place of the header. Logout deletes the session;
+revoking the key ends all of its sessions.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from html import escape
 from typing import Annotated
 from urllib.parse import parse_qs
@@ -15,7 +18,7 @@ from fastapi import APIRouter, Cookie, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import SESSION_COOKIE, StoreDep, visible_to
+from api.deps import SESSION_COOKIE, SettingsDep, StoreDep, visible_to
 from api.routes.studies import study_path
 from service.reports.page import page
 from service.store import OwnerRecord, Store
@@ -72,26 +75,31 @@ def index(
     store: StoreDep, session: Annotated[str | None, Cookie(alias=SESSION_COOKIE)] = None
 ) -> HTMLResponse:
     """The caller's studies; the login form without a valid session."""
-    owner = store.authenticate(session) if session else None
+    owner = store.authenticate_session(session) if session else None
     if owner is None:
         return HTMLResponse(_login_page())
     return HTMLResponse(_studies_page(store, owner))
 
 
 @router.post("/login", response_model=None)
-async def login(request: Request, store: StoreDep) -> HTMLResponse | RedirectResponse:
-    """Check the form's `api_key`, keep it in the session cookie and go to the list."""
+async def login(
+    request: Request, store: StoreDep, settings: SettingsDep
+) -> HTMLResponse | RedirectResponse:
+    """Check the form's `api_key`, start a session in the cookie and go to the list."""
     # Parsed here: FastAPI's Form() would need python-multipart for one urlencoded field.
     form = parse_qs((await request.body()).decode("utf-8", errors="replace"))
     key = (form.get("api_key") or [""])[0].strip()
-    if not key or await run_in_threadpool(store.authenticate, key) is None:
+    max_age = timedelta(hours=settings.browser_session_hours)
+    token = await run_in_threadpool(store.create_browser_session, key, max_age) if key else None
+    if token is None:
         return HTMLResponse(
             _login_page("That API key is not valid."), status_code=status.HTTP_401_UNAUTHORIZED
         )
     response = RedirectResponse("/", status_code=status.HTTP_303_SEE_OTHER)
     response.set_cookie(
         SESSION_COOKIE,
-        key,
+        token,
+        max_age=int(max_age.total_seconds()),
         httponly=True,
         samesite="strict",
         secure=request.url.scheme == "https",
@@ -100,7 +108,12 @@ async def login(request: Request, store: StoreDep) -> HTMLResponse | RedirectRes
 
 
 @router.post("/logout")
-def logout() -> RedirectResponse:
+def logout(
+    store: StoreDep, session: Annotated[str | None, Cookie(alias=SESSION_COOKIE)] = None
+) -> RedirectResponse:
+    """End the session (on the server too) and go back to the login form."""
+    if session:
+        store.end_browser_session(session)
     response = RedirectResponse("/", status_code=status.HTTP_303_SEE_OTHER)
     response.delete_cookie(SESSION_COOKIE, httponly=True, samesite="strict")
     return response

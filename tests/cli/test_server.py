@@ -1,4 +1,5 @@
-"""Server operations: `db upgrade`, `keys create`, and the demo's quiet uvicorn logging."""
+"""Server operations: `db upgrade`, `keys create|list|revoke`, and the demo's quiet uvicorn
+logging."""
 
 from __future__ import annotations
 
@@ -41,6 +42,40 @@ def test_db_upgrade_then_keys_create_gives_a_working_key(cli: Cli, database: str
     finally:
         engine.dispose()
     assert owner is not None and (owner.name, owner.admin) == ("alice", True)
+
+
+def test_keys_list_and_revoke_by_id_or_unambiguous_prefix(cli: Cli, database: str) -> None:
+    keys = [cli("keys", "create", name)[1].strip() for name in ("alice", "bob")]
+    cli("keys", "create", "root", "--admin")
+    engine = make_engine(database)
+    try:
+        store = Store(engine)
+        assert store.authenticate(keys[0]) is not None  # alice's key is used once
+
+        code, out, _ = cli("keys", "list")
+        assert code == 0
+        header, *rows = out.splitlines()
+        assert header.split() == ["ID", "NAME", "PREFIX", "CREATED", "LAST", "USED", "ADMIN"]
+        alice, bob, root = (row.split() for row in rows)
+        assert alice[:3] == ["1", "alice", keys[0][:12]] and alice[-1] == "no"
+        assert bob[:3] == ["2", "bob", keys[1][:12]] and bob[-2:] == ["-", "no"]
+        assert alice[-2] != "-" and root[1] == "root" and root[-1] == "yes"
+
+        # Every prefix starts with "clr_": it names all three keys.
+        code, _, err = cli("keys", "revoke", "clr_")
+        assert code == 2 and "prefix of 3 keys (ids 1, 2, 3)" in err
+        assert store.authenticate(keys[0]) is not None
+
+        code, out, _ = cli("keys", "revoke", keys[0][:10])
+        assert code == 0 and "revoked key 1" in out and "'alice'" in out
+        assert store.authenticate(keys[0]) is None and store.authenticate(keys[1]) is not None
+        code, out, _ = cli("keys", "revoke", "2")
+        assert code == 0 and store.authenticate(keys[1]) is None
+        code, _, err = cli("keys", "revoke", "2")
+        assert code == 1 and "no unrevoked key '2'" in err
+        assert "revoked" in cli("keys", "list")[1].splitlines()[1]
+    finally:
+        engine.dispose()
 
 
 def test_the_demo_writes_the_access_log_to_its_file_and_uvicorn_says_only_warnings(
