@@ -55,6 +55,10 @@ def smoke(spec: StudySpec) -> StudySpec:
         if arm["iterations"] is not None:
             shrunk = round(arm["iterations"] * scale) if scale else SMOKE_ITERATIONS
             arm["iterations"] = max(1, min(shrunk, SMOKE_ITERATIONS))
+        params = arm["policy"]["params"]
+        if isinstance(params.get("warmup"), int) and not isinstance(params["warmup"], bool):
+            # A warm-up in iterations shrinks with the budget it must fit in (wsd).
+            params["warmup"] = round(params["warmup"] * scale) if scale else 0
         tuning = arm["tuning"]
         if tuning is not None:
             tuning.update(

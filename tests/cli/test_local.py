@@ -4,13 +4,14 @@ tests/test_examples.py)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from cli.local import SMOKE_ITERATIONS, SMOKE_RANGE_TEST, SMOKE_TUNING_TRIALS, smoke
 from tests.cli.conftest import Cli
 from tests.factories import study_spec, tuned_spec
-from workers.spec import load_spec, parse_spec
+from workers.spec import PolicySpec, load_spec, parse_spec
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -20,7 +21,10 @@ def test_smoke_keeps_every_arm_the_range_test_and_tuning(example: Path) -> None:
     spec = load_spec(example)
     small = smoke(spec)
     assert [a.name for a in small.arms] == [a.name for a in spec.arms]
-    assert [a.policy for a in small.arms] == [a.policy for a in spec.arms]
+    # Policies are kept, but for a warm-up in iterations, which shrinks with the budget.
+    assert [_without_warmup(a.policy) for a in small.arms] == [
+        _without_warmup(a.policy) for a in spec.arms
+    ]
     assert [a.optimizer for a in small.arms] == [a.optimizer for a in spec.arms]
     assert (small.baseline, small.target_accuracy) == (spec.baseline, spec.target_accuracy)
     assert small.needs_range_test == spec.needs_range_test
@@ -30,6 +34,17 @@ def test_smoke_keeps_every_arm_the_range_test_and_tuning(example: Path) -> None:
     assert small.eval_every <= SMOKE_ITERATIONS // 3
     assert small.batch_size <= 32
     assert (small.resources_per_trial.cpu, small.resources_per_trial.gpu) == (1, 0)
+
+
+def _without_warmup(policy: PolicySpec) -> tuple[str, dict[str, Any]]:
+    return policy.name, {k: v for k, v in policy.params.items() if k != "warmup"}
+
+
+def test_smoke_shrinks_a_warm_up_with_the_budget() -> None:
+    spec = load_spec(EXAMPLES / "digits-modern.yaml")  # 672 iterations, warm-up 21
+    small = smoke(spec)
+    wsd = next(a for a in small.arms if a.policy.name == "wsd")
+    assert wsd.policy.params["warmup"] == round(21 * SMOKE_ITERATIONS / 672) == 1
 
 
 def test_smoke_scales_an_arm_own_budget_with_the_study() -> None:
