@@ -13,6 +13,7 @@ from torch import nn
 
 from workers.datasets import load_dataset
 from workers.engine import BATCH_NORM_BATCHES, Engine
+from workers.trainables import CHECKPOINT_FILE, load_checkpoint
 from workers.trials import ArmPlan, TrialSetup, build_engine, run_arm
 
 MODERN = ["sgd_schedulefree", "adamw_schedulefree", "prodigy", "dadapt_sgd", "dadapt_adam"]
@@ -63,17 +64,19 @@ def values(points):
 
 
 @pytest.mark.parametrize("name", MODERN)
-def test_trains_and_resumes_to_the_uninterrupted_curve(digits, name: str) -> None:
+def test_trains_and_resumes_to_the_uninterrupted_curve(digits, name: str, tmp_path) -> None:
     full = [p.point for p in run_arm(build_engine(setup(name), digits, 0.0), plan(name))]
     assert all(p is not None for p in full)
     assert full[-1].accuracy > full[0].accuracy
     engine = build_engine(setup(name), digits, 0.0)
     run = run_arm(engine, plan(name))
     head = [next(run).point for _ in range(2)]  # iterations 0 and 12
-    state = copy.deepcopy(engine.state_dict())
+    # Saved and loaded as the arm trainable does (weights only), then the process "dies".
+    torch.save(engine.state_dict(), tmp_path / CHECKPOINT_FILE)
+    del engine, run
     torch.manual_seed(1234)  # a new process's RNG would differ: the checkpoint must not care
     restored = build_engine(setup(name), digits, 0.0)
-    restored.load_state_dict(state)
+    restored.load_state_dict(load_checkpoint(tmp_path))
     tail = [p.point for p in run_arm(restored, plan(name))]
     assert values(head + tail) == values(full)
 
