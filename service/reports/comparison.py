@@ -43,7 +43,9 @@ from service.reports.verdicts import (
 )
 from workers.results import finite as _finite
 
-REPORT_FORMAT = 1
+# 2: time to target, the median of iterations to target, seconds per iteration (issue 15);
+# reports cached in another format are built again.
+REPORT_FORMAT = 2
 TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
 FINISHED_STATES = ("completed", "diverged")
 TRIAL_STATES = ("pending", "running", "completed", "diverged", "failed", "cancelled")
