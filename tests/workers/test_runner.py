@@ -188,3 +188,38 @@ def test_divergence_ends_one_trial_and_cancel_stops_the_rest(tmp_path, ray_addre
     assert set(ended) == {"sane-s0", "sane-s1"}
     assert {e.state for e in ended.values()} == {"cancelled"}
     assert max(p.iteration for p in cancelling.curve("sane-s0")) < 50_000
+
+
+def test_killed_schedule_free_prodigy_and_dog_trials_resume_to_the_same_curves(
+    tmp_path, ray_address
+):
+    # Each optimizer's extra state crosses the checkpoint: schedule-free's eval-mode weights,
+    # Prodigy's estimate d, DoG's averaged weights. Every trial dies once at 120.
+    fixed = {"name": "fixed", "lr": 1.0}
+    warm_up_from_zero = {"name": "wsd", "lr": 1.0, "warmup": 10}
+    arms = [
+        {"name": "sf", "optimizer": "adamw_schedulefree", "policy": {**fixed, "lr": 0.0025}},
+        {"name": "prodigy", "optimizer": "prodigy", "policy": warm_up_from_zero},
+        {"name": "dog", "optimizer": {"name": "dog", "reps_rel": 0.01}, "policy": fixed},
+    ]
+    study = spec(arms, iterations=200, eval_every=20, seeds=[0])
+    interrupted = Collector()
+    crash = {f"{arm['name']}-s0": 120 for arm in arms}
+    opts = options(
+        tmp_path, ray_address, experiment="crash", fail_once_at=crash, checkpoint_every_s=0.0
+    )
+    assert run_study(study, interrupted, opts).status == "succeeded"
+    clean = Collector()
+    assert run_study(study, clean, options(tmp_path, ray_address, experiment="clean")).status == (
+        "succeeded"
+    )
+
+    def values(points):
+        return [(p.iteration, p.lr, p.train_loss, p.accuracy, p.loss, p.d) for p in points]
+
+    for trial in crash:
+        assert (tmp_path / "ray" / f"crash-{trial}.failed").exists()  # it did die once
+        resumed = interrupted.curve(trial)
+        assert [p.iteration for p in resumed] == list(range(0, 201, 20))
+        assert values(resumed) == values(clean.curve(trial)), trial
+    assert interrupted.curve("prodigy-s0")[-1].d > 0
