@@ -1,4 +1,4 @@
-"""Client commands over HTTP: `submit`, `status`, `cancel`, `results`, `report`.
+"""Client commands over HTTP: `submit`, `status`, `cancel`, `delete`, `results`, `report`.
 
 CLRSTUDY_URL and CLRSTUDY_TOKEN say which server and who. Nothing here imports `service`:
 a client needs only the spec reader and HTTP.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -17,6 +18,8 @@ import httpx
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 TERMINAL = ("succeeded", "failed", "cancelled")
+DELETE_WAIT_S = 120.0  # how long `delete` waits for a running study's cancel
+DELETE_POLL_S = 2.0
 
 
 class ClientError(RuntimeError):
@@ -142,6 +145,23 @@ def _cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def _delete(args: argparse.Namespace) -> int:
+    """Delete a study; a running one is cancelled first, and deleted once it has ended."""
+    deadline = time.monotonic() + DELETE_WAIT_S
+    with Client.from_env() as client:
+        while True:
+            try:
+                client.call("DELETE", f"/studies/{args.id}")
+                break
+            except ClientError as error:
+                if not str(error).startswith("409") or time.monotonic() > deadline:
+                    raise
+            print("cancelling the running study before deleting it ...", file=sys.stderr)
+            time.sleep(DELETE_POLL_S)
+    print(f"{args.id}: deleted")
+    return 0
+
+
 def _download(path: str, out: str | None) -> int:
     body = call("GET", path).content
     if out:
@@ -162,7 +182,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def add_client_commands(commands: Any) -> None:
-    """Add `submit`, `status`, `cancel`, `results` and `report` to the parser's subparsers."""
+    """Add `submit`, `status`, `cancel`, `delete`, `results` and `report` to the subparsers."""
     submit = commands.add_parser("submit", help="submit a study spec to the server")
     submit.add_argument("spec", help="study spec, YAML or JSON")
     submit.add_argument("--idempotency-key", default=None, help="retry-safe submission key")
@@ -170,6 +190,7 @@ def add_client_commands(commands: Any) -> None:
     for name, handler, text in (
         ("status", _status, "a study's status and progress"),
         ("cancel", _cancel, "cancel a study"),
+        ("delete", _delete, "delete a study, its results and files (cancelled first)"),
     ):
         command = commands.add_parser(name, help=text)
         command.add_argument("id", help="study id")

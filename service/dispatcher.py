@@ -8,6 +8,7 @@ One loop in the service process, every `interval_s`:
 3. start: queued studies while fewer than `max_running_studies` run (over every process
    sharing the database), no owner beyond `max_running_studies_per_owner`, owners in turn
    (`Store.claim_next_study`).
+Once an hour it also removes the checkpoints of studies past CHECKPOINT_RETENTION_DAYS.
 The submission id is derived from the study id, so a study never runs twice.
 """
 
@@ -20,11 +21,14 @@ from collections.abc import Callable
 from typing import Any
 
 from service.db import DatabaseUnavailable
+from service.models import utcnow
 from service.ray_cluster import RayCluster, RayUnavailable
 from service.settings import Settings
 from service.store import Store, StudyRecord
+from service.study_data import remove_old_checkpoints
 
 log = logging.getLogger(__name__)
+SWEEP_EVERY_S = 3600.0  # seconds between looks for checkpoints past their retention
 # The end of a failed job's log kept for admins (error_detail) and the service's log.
 LOG_TAIL_CHARS = 20_000
 # Trial states of a study that ran to its end (cancelled ones mean it did not).
@@ -58,6 +62,7 @@ class Dispatcher:
         self._thread: threading.Thread | None = None
         # One Jobs client for the loop: building one checks the dashboard over HTTP.
         self._jobs: Any = None
+        self._next_sweep = self.clock()  # when old checkpoints are looked for next
 
     # the loop ------------------------------------------------------------------------
     def start(self) -> None:
@@ -93,6 +98,9 @@ class Dispatcher:
         jobs = self._jobs
         self.reconcile(jobs)
         self.start_queued(jobs)
+        if self._next_sweep <= self.clock():
+            self._next_sweep = self.clock() + SWEEP_EVERY_S
+            remove_old_checkpoints(self.store, self.settings, utcnow())
 
     # the steps -------------------------------------------------------------------------
     def reconcile(self, jobs: Any) -> None:

@@ -103,6 +103,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         1024 * 1024, description="Largest request body the API accepts, in bytes."
     )
+    checkpoint_retention_days: float = Field(
+        14,
+        ge=0,
+        description="Checkpoints of a study that ended more than this many days ago are "
+        "removed from `STORAGE_PATH` (its results stay); 0 keeps them.",
+    )
     browser_session_hours: float = Field(
         12, gt=0, description="How long a browser's login lasts, in hours; logout ends it."
     )

@@ -677,6 +677,41 @@ class Store:
             # Otherwise it moved from queued to running in between: try again.
         return self.get_study(study_id)
 
+    def delete_study(self, study_id: str) -> bool:
+        """Delete a study that is not running, and every row about it; False if it is
+        running or unknown. Its schedule run stays, as skipped: the scheduler must not
+        create the study again."""
+        with self._session() as session:
+            session.execute(
+                update(ScheduleRun)
+                .where(ScheduleRun.study_id == study_id)
+                .values(state="skipped", reason=f"its study {study_id} was deleted")
+            )
+            result = session.execute(
+                delete(Study).where(Study.id == study_id, Study.status != "running")
+            )
+            if cast(CursorResult[Any], result).rowcount != 1:
+                session.rollback()
+                return False
+            return True
+
+    def studies_with_checkpoints(self, finished_before: datetime) -> list[str]:
+        """Studies that ended before `finished_before` whose checkpoints were not removed."""
+        with self._session() as session:
+            return list(
+                session.scalars(
+                    select(Study.id)
+                    .where(
+                        Study.finished_at < finished_before,
+                        Study.checkpoints_removed_at.is_(None),
+                    )
+                    .order_by(Study.finished_at)
+                )
+            )
+
+    def mark_checkpoints_removed(self, study_id: str) -> None:
+        self._update_study(study_id, {"checkpoints_removed_at": utcnow()})
+
     # --- schedules and their runs ------------------------------------------------------
 
     def create_schedule(

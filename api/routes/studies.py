@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import suppress
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, HTTPException, Query, Response, status
@@ -25,6 +26,7 @@ from api.errors import (
     TOO_MANY,
     UNAUTHORIZED,
     UNAVAILABLE,
+    _doc,
     not_found,
 )
 from api.schemas import (
@@ -45,6 +47,7 @@ from service.store import (
     TooManyStudies,
 )
 from service.studies import submit
+from service.study_data import delete_study_data
 from workers.spec import StudySpec
 
 API_PREFIX = "/api/v1"  # of every resource's router; the study links below carry it
@@ -234,6 +237,39 @@ def cancel_study(
     if dispatcher is not None:
         dispatcher.wake()
     return study_view(cancelled, store, dashboard_url)
+
+
+@router.delete(
+    "/{study_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a study",
+    responses={
+        **NOT_FOUND,
+        409: _doc(
+            "The study was running: its cancel is requested; DELETE again once it has ended "
+            "(`clrstudy delete` waits for that)."
+        ),
+    },
+)
+def delete_study(
+    study: OwnedStudy, store: StoreDep, settings: SettingsDep, dispatcher: DispatcherDep
+) -> Response:
+    """Delete the study (the owner's or, for an admin, any): its rows, its Optuna studies and
+    its files under STORAGE_PATH. A running study is cancelled first."""
+    if study.status != "running":
+        # Cancelled first if queued, so that no dispatcher starts it meanwhile.
+        store.transition(study.id, "cancelled", expected={"queued"})
+        if delete_study_data(store, settings, study.id):
+            return Response(status_code=status.HTTP_204_NO_CONTENT)
+    with suppress(InvalidTransition):  # it may have ended meanwhile: DELETE again deletes it
+        store.request_cancel(study.id)
+    if dispatcher is not None:
+        dispatcher.wake()
+    raise HTTPException(
+        status.HTTP_409_CONFLICT,
+        detail=f"study {study.id} is running: its cancel is requested; delete it again once "
+        "it has ended",
+    )
 
 
 @router.get(

@@ -71,7 +71,7 @@ def test_the_openapi_document_is_complete(client: TestClient) -> None:
         for path, item in document["paths"].items()
         for method, operation in item.items()
     ]
-    assert len(operations) == 21  # studies, catalog, schedules, keys
+    assert len(operations) == 22  # studies, catalog, schedules, keys
     for path, method, operation in operations:
         assert operation.get("tags") and operation.get("summary"), (path, method)
         if path.startswith("/api/v1"):

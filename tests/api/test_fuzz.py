@@ -42,7 +42,7 @@ def test_no_operation_answers_with_a_server_error(
         schema = schemathesis.openapi.from_asgi("/openapi.json", app)
         loaded = list(schema.get_all_operations())
         operations = [result.ok() for result in loaded if isinstance(result, Ok)]
-        assert len(operations) == len(loaded) == 21  # studies, catalog, schedules, keys
+        assert len(operations) == len(loaded) == 22  # studies, catalog, schedules, keys
         for operation in operations:
             check_operation(operation, alice, trained_study, client)
     finally:

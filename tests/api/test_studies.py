@@ -7,11 +7,13 @@ import io
 import json
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
+import optuna
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from api.main import create_app
 from service.driver import PhaseSink
@@ -423,6 +425,80 @@ def test_a_run_study_has_trials_results_and_reports_with_its_arms(
     html = client.get(f"{base}/report.html", headers=alice)
     assert html.headers["content-type"].startswith("text/html")
     assert "triangular" in html.text and "<svg" in html.text
+
+
+def leave_data(settings: Any, study_id: str) -> list[Path]:
+    """What a run leaves under STORAGE_PATH (folders named after the study), and an Optuna
+    study of a tuned arm; the paths."""
+    root = Path(settings.storage_path)
+    paths = [
+        root / f"{study_id}-trials" / "trial_0" / "checkpoint_000000" / "state.pt",
+        root / f"{study_id}-tuning-fixed" / "searcher-state.pkl",
+        root / f"{study_id}-fixed-s0.failed",
+    ]
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+    storage = optuna.storages.RDBStorage(settings.database_url)
+    try:
+        optuna.create_study(study_name=f"clrstudy-{study_id}/fixed", storage=storage)
+    finally:
+        storage.remove_session()
+        storage.engine.dispose()
+    return paths
+
+
+def optuna_studies(settings: Any) -> list[str]:
+    storage = optuna.storages.RDBStorage(settings.database_url)
+    try:
+        return optuna.get_all_study_names(storage)
+    finally:
+        storage.remove_session()
+        storage.engine.dispose()
+
+
+def test_delete_removes_the_studys_rows_optuna_studies_and_files(
+    client: TestClient,
+    store: Store,
+    settings: Any,
+    alice: Headers,
+    bob: Headers,
+    admin: Headers,
+    trained_study: str,
+    submit: Any,
+) -> None:
+    other = submit(alice)["id"]
+    mine, kept = leave_data(settings, trained_study), leave_data(settings, other)
+    path = f"{STUDIES}/{trained_study}"
+    assert client.delete(path, headers=bob).status_code == 404  # another owner's
+    response = client.delete(path, headers=alice)
+    assert response.status_code == 204, response.text
+    for suffix in ("", "/trials", "/results", "/report"):
+        assert client.get(f"{path}{suffix}", headers=alice).status_code == 404
+    assert not any(p.exists() for p in mine) and all(p.exists() for p in kept)
+    assert not list(Path(settings.storage_path).glob(f"{trained_study}*"))
+    assert optuna_studies(settings) == [f"clrstudy-{other}/fixed"]
+    with store.engine.connect() as connection:
+        for table in ("clr_trials", "clr_range_test_points", "clr_report_cache"):
+            assert connection.execute(text(f"SELECT count(*) FROM {table}")).scalar() == 0
+    assert client.delete(path, headers=alice).status_code == 404
+    # An admin deletes anyone's; a queued study is cancelled and deleted at once.
+    assert client.delete(f"{STUDIES}/{other}", headers=admin).status_code == 204
+    assert client.get(STUDIES, headers=alice).json()["total"] == 0
+
+
+def test_delete_of_a_running_study_cancels_it_first(
+    client: TestClient, store: Store, alice: Headers, submit: Any
+) -> None:
+    study_id = submit(alice)["id"]
+    store.transition(study_id, "running", expected={"queued"})
+    refused = client.delete(f"{STUDIES}/{study_id}", headers=alice)
+    assert refused.status_code == 409 and "cancel is requested" in refused.json()["detail"]
+    study = client.get(f"{STUDIES}/{study_id}", headers=alice).json()
+    assert study["status"] == "running" and study["cancel_requested"] is True
+    store.transition(study_id, "cancelled", expected={"running"})  # its driver stopped
+    assert client.delete(f"{STUDIES}/{study_id}", headers=alice).status_code == 204
+    assert store.get_study(study_id) is None
 
 
 def cached_reports(store: Store) -> dict[str, Any]:

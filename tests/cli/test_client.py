@@ -1,4 +1,4 @@
-"""`clrstudy submit | status | cancel | results | report` against a live server."""
+"""`clrstudy submit | status | cancel | delete | results | report` against a live server."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -102,6 +104,34 @@ def test_cancel_cancels_a_queued_study_and_refuses_a_second_time(
     assert run_code == 0
     code, out, err = cli("cancel", study_id)
     assert code == 2 and out == "" and err.startswith("clrstudy: 409")
+
+
+def test_delete_cancels_a_running_study_then_deletes_it(
+    cli: Cli, server: LiveServer, alice: str, spec_file: Path
+) -> None:
+    study_id = submitted(cli, spec_file)
+    assert server.store.transition(study_id, "running", expected={"queued"})
+    folder = Path(server.settings.storage_path) / f"{study_id}-trials"
+    folder.mkdir(parents=True)
+
+    def driver() -> None:  # ends the study when its cancel is asked for, as the driver does
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            study = server.store.get_study(study_id)
+            if study is not None and study.cancel_requested:
+                server.store.transition(study_id, "cancelled", expected={"running"})
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=driver)
+    thread.start()
+    code, out, err = cli("delete", study_id)
+    thread.join()
+    assert code == 0, err
+    assert out.strip() == f"{study_id}: deleted" and "cancelling" in err
+    assert server.store.get_study(study_id) is None and not folder.exists()
+    code, _, err = cli("delete", study_id)
+    assert code == 2 and err.startswith("clrstudy: 404")
 
 
 def test_results_to_stdout_and_to_a_file(

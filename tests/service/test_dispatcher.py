@@ -229,6 +229,42 @@ def test_the_cap_holds_over_several_service_processes(
             other.engine.dispose()
 
 
+def test_checkpoints_of_studies_past_their_retention_are_removed_results_kept(
+    store: Store, jobs: FakeJobs, settings: Settings, clock: Clock
+) -> None:
+    old, recent, running = queue(store, 3)
+    for study_id in (old, recent, running):
+        assert store.transition(study_id, "running", expected={"queued"})
+        jobs.status[submission_id(study_id)] = JobStatus.RUNNING
+    for study_id in (old, recent):
+        assert store.transition(study_id, "succeeded", expected={"running"})
+    ended = utcnow() - timedelta(days=15)  # CHECKPOINT_RETENTION_DAYS is 14
+    with store.engine.begin() as connection:
+        connection.execute(update(Study).where(Study.id == old).values(finished_at=ended))
+    root = Path(settings.storage_path)
+    files = {}
+    for study_id in (old, recent, running):
+        trial = root / f"{study_id}-trials" / "train_0"
+        for name in ("checkpoint_000000/state.pt", "checkpoint_000001/state.pt", "result.json"):
+            (trial / name).parent.mkdir(parents=True, exist_ok=True)
+            (trial / name).write_text("x")
+        files[study_id] = trial
+    results_before = store.results(old)
+
+    dispatcher = Dispatcher(store, FakeCluster(jobs), settings, clock=clock)
+    dispatcher.tick()
+    assert not list(files[old].glob("checkpoint_*"))
+    assert (files[old] / "result.json").exists() and store.results(old) == results_before
+    for study_id in (recent, running):
+        assert len(list(files[study_id].glob("checkpoint_*"))) == 2
+    # Looked for once an hour; a study done is not looked at again.
+    assert store.studies_with_checkpoints(finished_before=utcnow()) == [recent]
+    (files[old] / "checkpoint_000002").mkdir()
+    clock.now += 3599
+    dispatcher.tick()
+    assert (files[old] / "checkpoint_000002").exists()
+
+
 def test_a_failed_submission_fails_its_study_and_the_next_still_starts(
     store: Store, dispatcher: Dispatcher, jobs: FakeJobs
 ) -> None:

@@ -185,6 +185,20 @@ def test_an_owner_has_at_most_max_schedules(store: Store, owner_id: int) -> None
     nightly(store, record.owner.id, name="n3", max_schedules=3)  # his count is his own
 
 
+def test_a_deleted_study_of_a_run_is_not_created_again(
+    scheduler: Scheduler, store: Store, owner_id: int
+) -> None:
+    schedule = nightly(store, owner_id)
+    (run,) = scheduler.tick(utc(2026, 3, 2, 1))
+    assert store.transition(run.study_id or "", "cancelled", expected={"queued"})
+    assert store.delete_study(run.study_id or "")
+    assert scheduler.tick(utc(2026, 3, 2, 2)) == []  # no run due, none re-created
+    assert store.list_studies()[1] == 0
+    (kept,) = store.schedule_runs(schedule.id)
+    assert (kept.state, kept.study_id) == ("skipped", None)
+    assert kept.reason == f"its study {run.study_id} was deleted"
+
+
 def test_disabled_schedule_creates_nothing_and_resumes_without_catching_up(
     scheduler: Scheduler, store: Store, owner_id: int
 ) -> None:
