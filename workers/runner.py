@@ -42,9 +42,15 @@ from workers.planning import (
     resolve_arms,
     tuning_trial_config,
 )
-from workers.spec import ArmSpec, Limits, Resources, StudySpec
+from workers.spec import ArmSpec, Limits, StudySpec
 from workers.trainables import arm_trainable, flatten, range_test_trainable, tuning_trainable
-from workers.tune_events import CancelStopper, EventForwarder, ForwardingCallback
+from workers.tune_events import (
+    CancelStopper,
+    EventForwarder,
+    ForwardingCallback,
+    PlacementWatch,
+    placement_problem,
+)
 from workers.tuning import TuningFailed, TuningPlan, open_storage, run_search
 
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's console tables: we show our own
@@ -75,6 +81,9 @@ class RunOptions:
     # finishes its searches instead of starting them over.
     tuning_storage: str | None = None
     tuning_study_prefix: str | None = None  # default: `experiment`; names are f"{prefix}/{arm}"
+    # Seconds trials may wait with none running while no live node can hold one (a node
+    # left mid-study) before the study fails.
+    placement_grace_s: float = 300.0
     # Test hook: trial_id -> iteration at which that trial's process exits once, abruptly
     # (f"{arm}-tuning" names a tuned arm's search: its first trial past it dies).
     fail_once_at: Mapping[str, int] = field(default_factory=dict)
@@ -107,22 +116,6 @@ def ensure_ray(address: str | None, num_cpus: int | None = None) -> None:
         )
 
 
-def check_placement(resources: Resources) -> None:
-    """Raise StudyFailed when no live node can hold one trial: Ray would wait forever."""
-    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
-    if any(
-        node.get("CPU", 0) >= resources.cpu and node.get("GPU", 0) >= resources.gpu
-        for node in nodes
-    ):
-        return
-    offers = sorted({(node.get("CPU", 0), node.get("GPU", 0)) for node in nodes}, reverse=True)
-    largest = ", ".join(f"cpu={cpu:g} gpu={gpu:g}" for cpu, gpu in offers[:5]) or "none"
-    raise StudyFailed(
-        f"no node can give cpu={resources.cpu:g}, gpu={resources.gpu:g} to one trial "
-        f"(resources_per_trial); the nodes offer: {largest}"
-    )
-
-
 def run_study(
     spec: StudySpec,
     sink: ResultSink,
@@ -133,7 +126,10 @@ def run_study(
     """Run `spec` to the end (or until `cancel` is set); every result goes to `sink`."""
     cancel = cancel or threading.Event()
     ensure_ray(options.ray_address)
-    check_placement(spec.resources_per_trial)
+    # Ray would keep a trial no node can hold pending forever.
+    unplaceable = placement_problem(spec.resources_per_trial.cpu, spec.resources_per_trial.gpu)
+    if unplaceable:
+        raise StudyFailed(unplaceable)
     data = load_dataset(
         spec.dataset.name, spec.dataset.options, seed=0, data_root=options.data_root
     )
@@ -296,6 +292,7 @@ def _fit(
     cancel: threading.Event,
 ) -> None:
     resources = spec.resources_per_trial
+    watch = PlacementWatch(resources.cpu, resources.gpu, options.placement_grace_s)
     tuner = tune.Tuner(
         tune.with_resources(
             tune.with_parameters(trainable, data=data),
@@ -313,12 +310,14 @@ def _fit(
             storage_path=str(Path(options.storage_path).resolve()),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            callbacks=[ForwardingCallback(forward), JsonLoggerCallback()],
-            stop=CancelStopper(cancel),
+            callbacks=[ForwardingCallback(forward), JsonLoggerCallback(), watch],
+            stop=CancelStopper(cancel, watch),
             verbose=0,
         ),
     )
     tuner.fit()
+    if watch.problem is not None:
+        raise StudyFailed(watch.problem)
 
 
 def _trial_name(trial: Any) -> str:

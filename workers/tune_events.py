@@ -1,16 +1,19 @@
-"""Driver side of a Tune run: trial reports become events, a cancelled study stops trials.
+"""Driver side of a Tune run: trial reports become events, a cancelled study stops trials,
+and trials no node can hold end the run.
 
 These run in the process that calls `Tuner.fit()`, not in the workers. `EventForwarder`
 holds the rules (which points are new, when a trial started or ended) and is plain Python;
-`ForwardingCallback` and `CancelStopper` are the thin Tune classes around it.
+`ForwardingCallback`, `PlacementWatch` and `CancelStopper` are the thin Tune classes around it.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import ray
 from ray import tune
 
 from workers.events import (
@@ -141,17 +144,63 @@ class ForwardingCallback(tune.Callback):
         self.forward.error(trial.config.get("trial", {}).get("trial_id"), trial_error(trial))
 
 
-class CancelStopper(tune.Stopper):
-    """Stops every trial once the study is cancelled."""
+def placement_problem(cpu: float, gpu: float) -> str | None:
+    """Why no live node of the cluster can hold a trial asking `cpu` and `gpu`; None if one can."""
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    if any(node.get("CPU", 0) >= cpu and node.get("GPU", 0) >= gpu for node in nodes):
+        return None
+    offers = sorted({(node.get("CPU", 0), node.get("GPU", 0)) for node in nodes}, reverse=True)
+    largest = ", ".join(f"cpu={c:g} gpu={g:g}" for c, g in offers[:5]) or "none"
+    return (
+        f"no node can give cpu={cpu:g}, gpu={gpu:g} to one trial (resources_per_trial); "
+        f"the nodes offer: {largest}"
+    )
 
-    def __init__(self, cancel: threading.Event) -> None:
+
+class PlacementWatch(tune.Callback):
+    """Notes when trials have waited `grace_s` with none running while no live node can hold
+    one (a node left the cluster): Ray would keep them pending forever."""
+
+    CHECK_EVERY_S = 2.0
+
+    def __init__(self, cpu: float, gpu: float, grace_s: float) -> None:
+        self.cpu, self.gpu, self.grace_s = cpu, gpu, grace_s
+        self.problem: str | None = None
+        self._since: float | None = None
+        self._checked = -float("inf")
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}
+
+    def on_step_begin(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        now = time.monotonic()
+        if self.problem is not None or now - self._checked < self.CHECK_EVERY_S:
+            return
+        self._checked = now
+        statuses = {trial.status for trial in trials}
+        stuck = "PENDING" in statuses and "RUNNING" not in statuses
+        problem = placement_problem(self.cpu, self.gpu) if stuck else None
+        if problem is None:
+            self._since = None
+            return
+        self._since = now if self._since is None else self._since
+        if now - self._since >= self.grace_s:
+            self.problem = f"{problem}; trials waited {now - self._since:.0f} s"
+
+
+class CancelStopper(tune.Stopper):
+    """Stops every trial once the study is cancelled, or once `watch` found trials no node
+    can hold."""
+
+    def __init__(self, cancel: threading.Event, watch: PlacementWatch | None = None) -> None:
         self.cancel = cancel
+        self.watch = watch
 
     def __getstate__(self) -> dict[str, Any]:
         return {}
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
-        return self.cancel.is_set()
+        return self.stop_all()
 
     def stop_all(self) -> bool:
-        return self.cancel.is_set()
+        return self.cancel.is_set() or (self.watch is not None and self.watch.problem is not None)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,7 @@ import pytest
 from workers.events import Event
 from workers.runner import RunOptions, StudyFailed, run_study
 from workers.spec import Limits, StudySpec
+from workers.tune_events import CancelStopper, PlacementWatch
 
 pytestmark = pytest.mark.slow
 
@@ -85,3 +88,29 @@ def test_a_model_too_large_for_npz_data_fails_before_training(
             {**study.model_dump(), "dataset": "digits", "model": {"name": "mlp", "hidden": "400"}},
             context={"limits": limits},
         )
+
+
+def test_trials_no_node_can_hold_end_the_run_after_the_grace(
+    tmp_path: Path, ray_address: str
+) -> None:
+    """What a node leaving mid-study leaves: pending trials that Ray would hold forever."""
+    from ray import tune
+
+    def trainable(config: dict[str, object]) -> None:
+        tune.report({"done": 1})
+
+    watch = PlacementWatch(cpu=100000, gpu=0, grace_s=1.0)
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": 100000}),
+        run_config=tune.RunConfig(
+            storage_path=str(tmp_path),
+            callbacks=[watch],
+            stop=CancelStopper(threading.Event(), watch),
+            verbose=0,
+        ),
+    )
+    started = time.monotonic()
+    tuner.fit()
+    assert time.monotonic() - started < 60
+    assert watch.problem is not None
+    assert watch.problem.startswith("no node can give cpu=100000, gpu=0 to one trial")
