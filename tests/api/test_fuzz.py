@@ -59,7 +59,7 @@ def check_operation(
     if "{study_id}" in operation.path:
         known = {"study_id": study_id}
         strategies += [operation.as_strategy(m, path_parameters=known) for m in GenerationMode]
-    for name in ("study_id", "schedule_id"):
+    for name in ("study_id", "schedule_id", "key_id"):
         if f"{{{name}}}" in operation.path:
             strategies += [operation.as_strategy(path_parameters={name: odd}) for odd in ODD_IDS]
     cases = st.one_of(strategies)
