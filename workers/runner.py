@@ -230,8 +230,9 @@ def _tune(
     base_config = tuning_trial_config(spec, arm.name, plan.seed, plan.max_iterations, resolved)
     base_config["fail_once_at"] = _fail_once_at(options, base_config["trial_id"])
     resources = spec.resources_per_trial
+    watch = PlacementWatch(resources.cpu, resources.gpu, options.placement_grace_s)
     try:
-        return run_search(
+        best = run_search(
             plan,
             tuning_trainable,
             base_config,
@@ -239,14 +240,18 @@ def _tune(
             storage=storage,
             sink=sink,
             cancel=cancel,
-            stop=CancelStopper(cancel),
+            stop=CancelStopper(cancel, watch),
             resources={"cpu": resources.cpu, "gpu": resources.gpu},
             storage_path=options.storage_path,
             experiment=options.experiment,
             max_concurrent_trials=options.max_concurrent_trials,
+            callbacks=[watch],
         )
     except TuningFailed as error:
-        raise StudyFailed(str(error)) from error
+        raise StudyFailed(watch.problem or str(error)) from error
+    if watch.problem is not None:
+        raise StudyFailed(watch.problem)
+    return best
 
 
 def _range_test(

@@ -24,7 +24,7 @@ to `clrstudy run`'s results), so `optuna-dashboard` shows it. Two things Ray's
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -367,6 +367,7 @@ def run_search(
     storage_path: str,
     experiment: str,
     max_concurrent_trials: int | None,
+    callbacks: Sequence[tune.Callback] = (),
 ) -> dict[str, Any] | None:
     """Run (or finish) a tuned arm's search; the best params, or None when cancelled.
 
@@ -429,7 +430,7 @@ def run_search(
                 storage_path=str(Path(storage_path).resolve()),
                 # A failed tuning trial is recorded as such and counts; it is not retried.
                 failure_config=tune.FailureConfig(max_failures=0),
-                callbacks=[callback, JsonLoggerCallback()],
+                callbacks=[callback, JsonLoggerCallback(), *callbacks],
                 stop=stop,
                 verbose=0,
             ),
