@@ -52,6 +52,10 @@ DashboardUrl = Annotated[str, Depends(get_dashboard_url)]
 
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+CROSS_SITE = (
+    "a change authenticated by the session cookie must come from this service's pages "
+    "(Origin or Sec-Fetch-Site)"
+)
 
 
 def same_origin(request: Request, settings: Settings) -> bool:
@@ -91,11 +95,7 @@ def current_owner(
         owner = store.authenticate(credentials.credentials)
     elif cookie:
         if request.method in UNSAFE_METHODS and not same_origin(request, settings):
-            raise HTTPException(
-                status.HTTP_403_FORBIDDEN,
-                detail="a change authenticated by the session cookie must come from this "
-                "service's pages (Origin or Sec-Fetch-Site)",
-            )
+            raise HTTPException(status.HTTP_403_FORBIDDEN, detail=CROSS_SITE)
         owner = store.authenticate_session(cookie)
     else:
         raise unauthorized("missing API key: send `Authorization: Bearer <key>`")

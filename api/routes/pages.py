@@ -14,11 +14,11 @@ from html import escape
 from typing import Annotated
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Cookie, Request, status
+from fastapi import APIRouter, Cookie, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import SESSION_COOKIE, SettingsDep, StoreDep, visible_to
+from api.deps import CROSS_SITE, SESSION_COOKIE, SettingsDep, StoreDep, same_origin, visible_to
 from api.routes.studies import study_path
 from service.reports.page import page
 from service.store import OwnerRecord, Store
@@ -109,9 +109,15 @@ async def login(
 
 @router.post("/logout")
 def logout(
-    store: StoreDep, session: Annotated[str | None, Cookie(alias=SESSION_COOKIE)] = None
+    request: Request,
+    store: StoreDep,
+    settings: SettingsDep,
+    session: Annotated[str | None, Cookie(alias=SESSION_COOKIE)] = None,
 ) -> RedirectResponse:
-    """End the session (on the server too) and go back to the login form."""
+    """End the session (on the server too) and go back to the login form; only from this
+    service's own page (another site cannot log its visitors out)."""
+    if session and not same_origin(request, settings):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail=CROSS_SITE)
     if session:
         store.end_browser_session(session)
     response = RedirectResponse("/", status_code=status.HTTP_303_SEE_OTHER)

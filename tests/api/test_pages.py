@@ -12,6 +12,7 @@ from service.reports.page import STYLESHEET
 from service.store import Store
 
 Headers = dict[str, str]
+SAME_ORIGIN = {"Origin": "http://testserver"}  # what a browser sends from the page
 
 
 def login(client: TestClient, key: str) -> Any:
@@ -87,7 +88,10 @@ def test_logout_clears_the_session(client: TestClient, store: Store) -> None:
     _, key = store.create_api_key("alice")
     login(client, key)
     assert 'id="login"' not in client.get("/").text
-    response = client.post("/logout", follow_redirects=False)
+    # Only from the service's own page: another site cannot log its visitors out.
+    assert client.post("/logout", headers={"Origin": "https://evil.example"}).status_code == 403
+    assert 'id="login"' not in client.get("/").text
+    response = client.post("/logout", headers=SAME_ORIGIN, follow_redirects=False)
     assert response.status_code == 303
     assert f'{SESSION_COOKIE}=""' in response.headers["set-cookie"]
     assert 'id="login"' in client.get("/").text
@@ -102,7 +106,7 @@ def test_the_cookie_holds_a_session_that_logout_ends_on_the_server(
     session = client.cookies[SESSION_COOKIE]
     assert key not in response.headers["set-cookie"] and len(session) >= 40
     assert "Max-Age=43200" in response.headers["set-cookie"]  # 12 hours
-    client.post("/logout")
+    client.post("/logout", headers=SAME_ORIGIN)
     # The same cookie, kept by a copy of it (a stolen one): the session is gone.
     client.cookies.set(SESSION_COOKIE, session)
     assert client.get("/api/v1/studies").status_code == 401
