@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from service.db import DatabaseUnavailable, database_url, make_engine, retrying
-from service.ray_cluster import client_environment
+from service.ray_cluster import client_environment, last_meaningful_line
 from service.settings import Settings, get_settings
 from service.sinks import DatabaseSink
 from service.store import Store
@@ -98,8 +98,12 @@ def record_end(
 
 
 def owner_message(text: str, settings: Settings) -> str:
-    """`text` as a study's owner may read it: the data and checkpoint folders named by their
-    settings, no other absolute path of the server, one line, at most OWNER_ERROR_CHARS."""
+    """`text` as a study's owner may read it: a traceback cut to its exception line, the data
+    and checkpoint folders named by their settings, no other absolute path of the server, one
+    line, at most OWNER_ERROR_CHARS."""
+    head, traceback_marker, rest = text.partition("Traceback (most recent call last):")
+    if traceback_marker:
+        text = f"{head} {last_meaningful_line(rest.splitlines())}"
     for folder, name in (
         (settings.data_root, "DATA_ROOT"),
         (settings.storage_path, "STORAGE_PATH"),

@@ -170,3 +170,28 @@ def test_a_spec_admitted_by_a_larger_api_host_runs_on_a_smaller_head(
     calls = runner(monkeypatch, lambda *_: StudyOutcome("succeeded"))
     assert driver.drive(study.id) == 0
     assert calls[0]["spec"].resources_per_trial.cpu == settings.trial_cpus() + 1
+
+
+def test_a_trials_traceback_reaches_the_owner_as_its_exception_line(
+    store: Store, settings: Settings, running: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = Path(settings.storage_path).resolve()
+    trial_error = (
+        "Failure # 1 (occurred at 2026-12-02_15-00-00)\n"
+        "Traceback (most recent call last):\n"
+        '  File "/opt/venv/lib/python3.11/site-packages/ray/tune/trainable.py", line 3, in f\n'
+        "    raise ValueError(...)\n"
+        f"ValueError: cannot write {storage}/exp/trial/checkpoint\n"
+    )
+
+    def run(*_: Any) -> StudyOutcome:
+        raise StudyFailed(f"the range test trial failed: {trial_error}")
+
+    runner(monkeypatch, run)
+    assert driver.drive(running) == 1
+    study = store.get_study(running)
+    assert study is not None and study.error == (
+        "the range test trial failed: Failure # 1 (occurred at 2026-12-02_15-00-00) "
+        "ValueError: cannot write STORAGE_PATH/exp/trial/checkpoint"
+    )
+    assert study.error_detail == f"the range test trial failed: {trial_error}"
