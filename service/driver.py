@@ -16,6 +16,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from service.db import DatabaseUnavailable, database_url, make_engine, retrying
@@ -24,7 +25,15 @@ from service.settings import Settings, get_settings
 from service.sinks import DatabaseSink
 from service.store import Store
 from service.studies import validate_spec
-from workers.events import ArmsResolved, Event, RangeTestPoints, ResultSink, TuningStarted
+from workers.events import (
+    ArmsResolved,
+    Event,
+    RangeTestPoints,
+    ResultSink,
+    TrialEnded,
+    TuningStarted,
+    TuningTrialEnded,
+)
 from workers.runner import RunOptions, StudyFailed, run_study
 
 log = logging.getLogger("clrstudy.driver")
@@ -67,6 +76,21 @@ class PhaseSink:
         if phase != self.phase:
             self.phase = phase
             self.store.set_phase(self.study_id, phase)
+        self.inner.emit(event)
+
+
+class OwnerErrorSink:
+    """Forwards events with each trial's error as its owner may read it (`owner_message`);
+    the full error goes to the job's log."""
+
+    def __init__(self, inner: ResultSink, settings: Settings) -> None:
+        self.inner = inner
+        self.settings = settings
+
+    def emit(self, event: Event) -> None:
+        if isinstance(event, (TrialEnded, TuningTrialEnded)) and event.error:
+            log.warning("trial ended with an error: %s", event.error)
+            event = replace(event, error=owner_message(event.error, self.settings))
         self.inner.emit(event)
 
 
@@ -155,7 +179,8 @@ def _drive(store: Store, settings: Settings, study_id: str) -> int:
         tuning_study_prefix=tuning_study_prefix(study_id),
     )
     try:
-        outcome = run_study(spec, PhaseSink(sink, store, study_id), options, cancel=cancel)
+        events = PhaseSink(OwnerErrorSink(sink, settings), store, study_id)
+        outcome = run_study(spec, events, options, cancel=cancel)
         status, error, detail = outcome.status, outcome.error, None
     except StudyFailed as failure:
         status, error = "failed", owner_message(str(failure), settings)

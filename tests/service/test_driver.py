@@ -15,7 +15,16 @@ from service import driver
 from service.settings import Settings, get_settings
 from service.store import Store
 from tests.factories import study_spec
-from workers.events import ArmsResolved, RangeTestPoint, RangeTestPoints, ResultSink
+from workers.events import (
+    ArmsResolved,
+    PlannedTrial,
+    RangeTestPoint,
+    RangeTestPoints,
+    ResultSink,
+    StudyPlanned,
+    TrialEnded,
+    TrialStarted,
+)
 from workers.runner import RunOptions, StudyFailed, StudyOutcome
 from workers.spec import StudySpec
 
@@ -195,3 +204,25 @@ def test_a_trials_traceback_reaches_the_owner_as_its_exception_line(
         "ValueError: cannot write STORAGE_PATH/exp/trial/checkpoint"
     )
     assert study.error_detail == f"the range test trial failed: {trial_error}"
+
+
+def test_a_failed_trials_error_reaches_the_owner_without_the_servers_paths(
+    store: Store, settings: Settings, running: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = Path(settings.data_root).resolve()
+    error = (
+        "Traceback (most recent call last):\n"
+        '  File "/opt/venv/lib/python3.11/site-packages/ray/tune/trainable.py", line 3\n'
+        f"FileNotFoundError: {data}/cifar-10-batches-py/data_batch_1\n"
+    )
+
+    def run(spec: StudySpec, sink: ResultSink, options: RunOptions, cancel: Any) -> StudyOutcome:
+        sink.emit(StudyPlanned(21, (PlannedTrial("fixed-s0", "fixed", 0, 60),)))
+        sink.emit(TrialStarted("fixed-s0", "fixed", 0, 60))
+        sink.emit(TrialEnded("fixed-s0", "failed", 10, 1.0, error))
+        return StudyOutcome("succeeded")
+
+    runner(monkeypatch, run)
+    assert driver.drive(running) == 0
+    (trial,) = store.trials(running)
+    assert trial.error == "FileNotFoundError: DATA_ROOT/cifar-10-batches-py/data_batch_1"
