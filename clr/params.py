@@ -93,7 +93,7 @@ def check_value(owner: str, param: Param, value: Any) -> Any:
         else:
             value = float(value)
         if param.maximum is not None and value > param.maximum:
-            raise ValueError(f"{where} is {value}, above the limit of {param.maximum:g}")
+            raise ValueError(f"{where} is {value}, above the limit of {param.maximum}")
     elif param.type == "str" and not isinstance(value, str):
         raise ValueError(f"{where} must be a string, got {value!r}")
     if param.choices is not None and value not in param.choices:

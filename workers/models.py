@@ -44,6 +44,9 @@ def _image_shape(model: str, input_shape: tuple[int, ...]) -> tuple[int, int, in
 
 
 MAX_HIDDEN_LAYERS = 64
+# Widths past this overflow the size arithmetic of a layer before its parameters are counted;
+# MAX_MODEL_PARAMETERS refuses far smaller models anyway.
+MAX_LAYER_WIDTH = 1_000_000
 
 
 def _parse_hidden(text: str) -> list[int]:
@@ -58,7 +61,12 @@ def _parse_hidden(text: str) -> list[int]:
             f"mlp.hidden must be comma-separated positive layer widths like '128,64' "
             f"(or '' for none), got {text!r}"
         )
-    return [int(part) for part in parts]
+    widths = [int(part) for part in parts]
+    if any(width > MAX_LAYER_WIDTH for width in widths):
+        raise ValueError(
+            f"mlp.hidden has a layer of {max(widths)} units, above the limit of {MAX_LAYER_WIDTH}"
+        )
+    return widths
 
 
 def _build_mlp(
@@ -218,7 +226,13 @@ MODELS: Mapping[str, ModelEntry] = MappingProxyType(
             ModelEntry(
                 "small_cnn",
                 (
-                    Param("width", "int", 16, "channels of the first conv layer (x2, x4 after)"),
+                    Param(
+                        "width",
+                        "int",
+                        16,
+                        "channels of the first conv layer (x2, x4 after)",
+                        maximum=MAX_LAYER_WIDTH,
+                    ),
                     Param("batchnorm", "bool", True, "batch normalisation after each conv"),
                 ),
                 "three 3x3 conv layers and global average pooling; fast on CPU",

@@ -47,6 +47,17 @@ OVER_THE_LIMITS: list[tuple[dict[str, Any], list[str], list[str]]] = [
         ["body"],
         ["small_cnn has", "limit of 50000000 (MAX_MODEL_PARAMETERS)"],
     ),
+    # Widths that overflowed the size arithmetic of a layer (a 500 before).
+    (
+        {"model": {"name": "small_cnn", "width": 10**18}},
+        ["body", "model"],
+        ["width is 1000000000000000000, above the limit of 1000000"],
+    ),
+    (
+        {"model": {"name": "mlp", "hidden": "99999999999999999999,5"}},
+        ["body"],
+        ["a layer of 99999999999999999999 units, above the limit of 1000000"],
+    ),
     (
         {"timeout_s": 10**9},
         ["body", "timeout_s"],
