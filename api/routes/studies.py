@@ -37,6 +37,7 @@ from api.schemas import (
     StudyView,
     TrialView,
 )
+from service.dispatcher import Dispatcher
 from service.report_cache import study_report
 from service.reports import render_csv, render_html
 from service.store import (
@@ -228,6 +229,12 @@ def cancel_study(
     study: OwnedStudy, store: StoreDep, dispatcher: DispatcherDep, dashboard_url: DashboardUrl
 ) -> StudyView:
     """A queued study is cancelled at once; a running one is stopped (`cancel_requested`)."""
+    return study_view(cancel(study, store, dispatcher), store, dashboard_url)
+
+
+def cancel(study: StudyRecord, store: Store, dispatcher: Dispatcher | None) -> StudyRecord:
+    """Cancel the caller's `study` (the API's route and the study page's form): 409 if it
+    has ended, 404 if it is gone."""
     try:
         cancelled = store.request_cancel(study.id)
     except InvalidTransition as error:
@@ -236,7 +243,7 @@ def cancel_study(
         raise not_found(study.id)
     if dispatcher is not None:
         dispatcher.wake()
-    return study_view(cancelled, store, dashboard_url)
+    return cancelled
 
 
 @router.delete(

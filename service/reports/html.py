@@ -204,6 +204,16 @@ def _search_space(space: Mapping[str, Any]) -> str:
     )
 
 
+def optuna_hint(optuna_study: str) -> str:
+    """How to open a tuned arm's Optuna search in optuna-dashboard (a paragraph)."""
+    return (
+        f"<p>Optuna study <code>{_e(optuna_study)}</code>: "
+        "<code>optuna-dashboard DATABASE_URL</code> (the service's database) or "
+        "<code>optuna-dashboard sqlite:///OUT/optuna.db</code> (beside a "
+        "<code>clrstudy run</code>'s results) shows every trial's curve.</p>"
+    )
+
+
 def _tuning(report: Mapping[str, Any], colors: Mapping[str, str]) -> str:
     """One part per tuned arm: what its Optuna search found, and every tuning trial."""
     parts = []
@@ -221,7 +231,7 @@ def _tuning(report: Mapping[str, Any], colors: Mapping[str, str]) -> str:
         counts = ", ".join(
             f"{n} {'stopped early by ASHA' if state == 'stopped' else _e(state)}"
             for state, n in states.items()
-            if n and state not in ("completed", "interrupted")
+            if n and state != "completed" and state != "interrupted"  # interrupted: below
         )
         interrupted = (
             f"; {states['interrupted']} more {'was' if states['interrupted'] == 1 else 'were'} "
@@ -250,10 +260,7 @@ def _tuning(report: Mapping[str, Any], colors: Mapping[str, str]) -> str:
             + (f" Searched: {space}." if space else "")
             + f" {found}</p>"
             + (
-                f"<p>Optuna study <code>{_e(tuning['optuna_study'])}</code>: "
-                "<code>optuna-dashboard DATABASE_URL</code> (the service's database) or "
-                "<code>optuna-dashboard sqlite:///OUT/optuna.db</code> (beside a "
-                "<code>clrstudy run</code>'s results) shows every trial's curve.</p>"
+                optuna_hint(tuning["optuna_study"])
                 if tuning["optuna_study"]
                 else "<p>The search has not started yet.</p>"
             )

@@ -26,15 +26,22 @@ tr.best td { background: #e6f4e6; font-weight: 600; } tr.regression td { backgro
 .swatch { display: inline-block; width: 0.8em; height: 0.8em; border-radius: 2px;
           margin-right: 0.4em; vertical-align: -0.05em; }
 figure.plot { margin: 1em 0; } figure.plot svg { max-width: 100%; height: auto; }
+.scroll { overflow-x: auto; } progress { width: 100%; max-width: 20em; }
+form.inline { display: inline; }
 """
 
 
-def page(title: str, body: str, *, body_class: str | None = None) -> str:
-    """A whole HTML page: `title` (text, escaped here) over `body` (HTML, escaped already)."""
+def page(
+    title: str, body: str, *, body_class: str | None = None, refresh_s: int | None = None
+) -> str:
+    """A whole HTML page: `title` (text, escaped here) over `body` (HTML, escaped already);
+    `refresh_s`: the browser reloads it that often (a meta refresh: no script needed)."""
     attrs = f' class="{body_class}"' if body_class else ""
+    refresh = f'<meta http-equiv="refresh" content="{int(refresh_s)}">\n' if refresh_s else ""
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"{refresh}"
         f"<title>{escape(title)}</title><style>{STYLESHEET}</style></head>\n"
         f"<body{attrs}>\n{body}\n</body></html>\n"
     )

@@ -9,10 +9,15 @@ from fastapi.testclient import TestClient
 
 from api.deps import SESSION_COOKIE
 from service.reports.page import STYLESHEET
+from service.settings import Settings
+from service.sinks import DatabaseSink
 from service.store import Store
+from tests.api.conftest import PLANNED, new_key, run_events
 
 Headers = dict[str, str]
 SAME_ORIGIN = {"Origin": "http://testserver"}  # what a browser sends from the page
+FORM_TYPE = {"Content-Type": "application/x-www-form-urlencoded"}
+FORM = {**FORM_TYPE, **SAME_ORIGIN}  # a form posted from the service's own page
 
 
 def login(client: TestClient, key: str) -> Any:
@@ -175,3 +180,166 @@ def test_every_response_carries_the_security_headers(
         assert "img-src data:" in policy and "script-src" not in policy
         assert "<script" not in responses[path].text  # nothing the policy would block
     assert "content-security-policy" not in responses["/api/v1/studies"].headers
+
+
+# ---- a study's page, cancel, schedules ---------------------------------------------------
+
+
+def running_study(store: Store, submit: Any, headers: Headers) -> str:
+    """A running study with its bounds found, one trial ended (triangular, seed 0) and one
+    half-way (fixed, seed 0: 30 of its 60 iterations)."""
+    study_id: str = submit(headers)["id"]
+    assert store.transition(study_id, "running", expected={"queued"})
+    store.set_submission_id(study_id, f"clrstudy-{study_id}")
+    events = run_events(PLANNED)
+    sink = DatabaseSink(store, study_id)
+    for event in (*events[:5], *events[5:7], *events[13:17]):  # plan..arms, fixed-s0, tri-s0
+        sink.emit(event)
+    sink.close()
+    return study_id
+
+
+def session_for(client: TestClient, store: Store, name: str) -> Headers:
+    """Log `client` in as a new key of `name`; that key's bearer headers."""
+    _, key = store.create_api_key(name)
+    login(client, key)
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_a_running_studys_page_shows_its_progress_and_refreshes(
+    client: TestClient, store: Store, submit: Any, settings: Settings
+) -> None:
+    alice = session_for(client, store, "alice")
+    study = running_study(store, submit, alice)
+    listing = client.get("/")
+    assert f'href="/studies/{study}"' in listing.text
+    assert '<meta http-equiv="refresh" content="5">' in listing.text
+
+    page = client.get(f"/studies/{study}")
+    assert page.status_code == 200
+    text = page.text
+    assert '<meta http-equiv="refresh" content="5">' in text
+    assert '<b id="status">running</b>' in text
+    assert '<span id="trials">1/4</span>' in text
+    assert '<span id="iterations">90/240</span>' in text
+    assert '<progress id="iterations-bar" value="90" max="240">' in text
+    assert "base_lr <b>0.03</b>, max_lr <b>0.1</b>" in text
+    # Best so far: fixed-s0 reached 0.1 + 0.01 * 30, triangular-s0 min(0.95, 0.1 + 0.02 * 60).
+    assert '<th scope="row">fixed</th><td>40.0%</td>' in text
+    assert '<th scope="row">triangular</th><td>95.0%</td>' in text
+    assert 'id="plot-accuracy"' in text and 'id="plot-schedule"' in text and "<svg" in text
+    path = f"/api/v1/studies/{study}"
+    for link in (f"{path}/report.html", f"{path}/report.csv", f'"{path}"'):
+        assert link in text
+    dashboard = f"http://{settings.ray_dashboard_host}:{settings.ray_dashboard_port}"
+    assert f'id="ray-job" href="{dashboard}/#/jobs/clrstudy-{study}"' in text
+    assert 'id="cancel"' in text
+    assert "<script" not in text
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "script-src" not in policy
+
+
+def test_a_finished_studys_page_stops_refreshing(
+    client: TestClient, store: Store, trained_study: str
+) -> None:
+    _, key = store.create_api_key("alice")  # the owner of trained_study
+    login(client, key)
+    text = client.get(f"/studies/{trained_study}").text
+    assert '<b id="status">succeeded</b>' in text
+    assert '<span id="trials">4/4</span>' in text and '<span id="iterations">240/240</span>' in text
+    assert 'http-equiv="refresh"' not in text
+    assert 'id="cancel"' not in text  # nothing left to cancel
+    assert 'http-equiv="refresh"' not in client.get("/").text  # nor does the list
+
+
+def test_another_owners_study_page_is_not_found(
+    client: TestClient, store: Store, submit: Any, bob: Headers
+) -> None:
+    theirs = running_study(store, submit, bob)
+    session_for(client, store, "alice")
+    assert client.get(f"/studies/{theirs}").status_code == 404
+    assert client.get("/studies/not-a-uuid").status_code == 404
+    cancel = client.post(f"/studies/{theirs}/cancel", content="confirm=yes", headers=FORM)
+    assert cancel.status_code == 404
+    assert store.get_study(theirs).status == "running"  # type: ignore[union-attr]
+    assert not store.get_study(theirs).cancel_requested  # type: ignore[union-attr]
+
+
+def test_cancel_from_the_page_asks_first_and_only_from_the_services_pages(
+    client: TestClient, store: Store, submit: Any
+) -> None:
+    alice = session_for(client, store, "alice")
+    study = submit(alice)["id"]
+    action = f"/studies/{study}/cancel"
+    # The first POST only asks.
+    confirm = client.post(action, content="", headers=FORM)
+    assert confirm.status_code == 200
+    assert 'id="confirm-cancel"' in confirm.text and 'name="confirm" value="yes"' in confirm.text
+    assert store.get_study(study).status == "queued"  # type: ignore[union-attr]
+    # Another site's page cannot cancel, confirmed or not.
+    for headers in ({}, {"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+        refused = client.post(action, content="confirm=yes", headers={**FORM_TYPE, **headers})
+        assert refused.status_code == 403, headers
+        assert store.get_study(study).status == "queued"  # type: ignore[union-attr]
+    done = client.post(action, content="confirm=yes", headers=FORM, follow_redirects=False)
+    assert done.status_code == 303 and done.headers["location"] == f"/studies/{study}"
+    assert store.get_study(study).status == "cancelled"  # type: ignore[union-attr]
+    assert '<b id="status">cancelled</b>' in client.get(f"/studies/{study}").text
+    # A running study is stopped through the dispatcher: its cancel is requested.
+    running = running_study(store, submit, alice)
+    client.post(f"/studies/{running}/cancel", content="confirm=yes", headers=FORM)
+    assert store.get_study(running).cancel_requested  # type: ignore[union-attr]
+    # An ended study cannot be cancelled again.
+    again = client.post(action, content="confirm=yes", headers=FORM)
+    assert again.status_code == 409
+
+
+def test_the_schedules_page_lists_and_enables_or_disables(
+    client: TestClient, store: Store, spec: Any
+) -> None:
+    alice = session_for(client, store, "alice")
+    made = client.post(
+        "/api/v1/schedules",
+        json={
+            "name": "nightly <cnn>",
+            "cron": "0 2 * * *",
+            "timezone": "Europe/Paris",
+            "spec": spec(),
+        },
+        headers=alice,
+    )
+    assert made.status_code == 201, made.text
+    schedule = made.json()["id"]
+    bob = new_key(store, "bob")
+    client.post(
+        "/api/v1/schedules",
+        json={"name": "bob's", "cron": "0 3 * * *", "timezone": "UTC", "spec": spec()},
+        headers=bob,
+    )
+    page = client.get("/schedules")
+    assert page.status_code == 200
+    text = page.text
+    assert "nightly &lt;cnn&gt;" in text and "bob&#x27;s" not in text
+    assert f'href="/api/v1/schedules/{schedule}/page.html"' in text
+    assert "<code>0 2 * * *</code>" in text and "Europe/Paris" in text and "no run yet" in text
+    assert "<th>Next run</th>" in text and "<th>Regression</th>" in text
+    assert 'href="/schedules"' in client.get("/").text
+    action = f"/schedules/{schedule}/enabled"
+    refused = client.post(action, content="enabled=false", headers={**FORM_TYPE})
+    assert refused.status_code == 403
+    assert store.get_schedule(schedule).enabled  # type: ignore[union-attr]
+    off = client.post(action, content="enabled=false", headers=FORM, follow_redirects=False)
+    assert off.status_code == 303 and off.headers["location"] == "/schedules"
+    assert not store.get_schedule(schedule).enabled  # type: ignore[union-attr]
+    assert "paused" in client.get("/schedules").text
+    client.post(action, content="enabled=true", headers=FORM)
+    assert store.get_schedule(schedule).enabled  # type: ignore[union-attr]
+    # Another owner's schedule: not found, unchanged.
+    theirs = client.get("/api/v1/schedules", headers=bob).json()[0]["id"]
+    assert (
+        client.post(
+            f"/schedules/{theirs}/enabled", content="enabled=false", headers=FORM
+        ).status_code
+        == 404
+    )
+    assert store.get_schedule(theirs).enabled  # type: ignore[union-attr]
