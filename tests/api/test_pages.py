@@ -3,16 +3,28 @@ studies, changes only from the service's own pages, and the headers every respon
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 
 from api.deps import SESSION_COOKIE
+from api.main import create_app
+from service.ray_cluster import free_port
 from service.reports.page import STYLESHEET
+from service.reports.study_page import REFRESH_S
 from service.settings import Settings
 from service.sinks import DatabaseSink
 from service.store import Store
-from tests.api.conftest import PLANNED, new_key, run_events
+from tests.api.conftest import PLANNED, bearer, new_key, run_events
+from tests.browser import chromium
+from tests.factories import study_spec
 
 Headers = dict[str, str]
 SAME_ORIGIN = {"Origin": "http://testserver"}  # what a browser sends from the page
@@ -343,3 +355,64 @@ def test_the_schedules_page_lists_and_enables_or_disables(
         == 404
     )
     assert store.get_schedule(theirs).enabled  # type: ignore[union-attr]
+
+
+# ---- in a real browser -------------------------------------------------------------------
+
+
+@pytest.fixture
+def live_app(settings_for: Any, tmp_path: Path) -> Iterator[tuple[str, Store]]:
+    """The app served on a free port (a SQLite file, no Ray): its URL and its store."""
+    app = create_app(settings_for(f"sqlite:///{tmp_path / 'clrstudy.db'}"), run_studies=False)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{server.config.port}", app.state.store
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.mark.slow
+def test_in_a_browser_a_study_page_follows_the_study_and_cancels_it(
+    live_app: tuple[str, Store], tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    base, store = live_app
+    _, key = store.create_api_key("alice")
+    created = httpx.post(f"{base}/api/v1/studies", json=study_spec(), headers=bearer(key))
+    assert created.status_code == 202, created.text
+    study = created.json()["id"]
+    assert store.transition(study, "running", expected={"queued"})
+    events = run_events(PLANNED)
+    sink = DatabaseSink(store, study)
+    for event in (*events[:5], *events[5:7]):  # plan..arms, fixed-s0 to iteration 30
+        sink.emit(event)
+    sink.flush()
+    with chromium(tmp_path / "chromium-profile") as browser:
+        browser.get(f"{base}/")
+        browser.find_element(By.NAME, "api_key").send_keys(key)
+        browser.find_element(By.CSS_SELECTOR, "#login button").click()
+        browser.find_element(By.CSS_SELECTOR, f"a[href='/studies/{study}']").click()
+        assert browser.find_element(By.ID, "iterations").text == "30/240"
+        for event in events[7:9]:  # fixed-s0's last points and its end
+            sink.emit(event)
+        sink.flush()
+        # The page reloads itself (meta refresh): the count rises without a click.
+        WebDriverWait(browser, 2 * REFRESH_S + 2).until(
+            lambda b: b.find_element(By.ID, "iterations").text == "60/240"
+        )
+        browser.find_element(By.CSS_SELECTOR, "#cancel button").click()
+        browser.find_element(By.CSS_SELECTOR, "#confirm-cancel button").click()
+        WebDriverWait(browser, 10).until(lambda b: "cancel requested" in b.page_source)
+    sink.close()
+    assert store.get_study(study).cancel_requested  # type: ignore[union-attr]
