@@ -3,6 +3,7 @@ studies, changes only from the service's own pages, and the headers every respon
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -416,3 +417,18 @@ def test_in_a_browser_a_study_page_follows_the_study_and_cancels_it(
         WebDriverWait(browser, 10).until(lambda b: "cancel requested" in b.page_source)
     sink.close()
     assert store.get_study(study).cancel_requested  # type: ignore[union-attr]
+
+
+def test_the_pages_fit_a_phones_width(client: TestClient, store: Store, submit: Any) -> None:
+    alice = session_for(client, store, "alice")
+    study = running_study(store, submit, alice)
+    # No fixed width past a phone's (~360 px); the rest is max-width or relative.
+    fixed = re.findall(r"(?<![-\w])(?:min-)?width:\s*(\d+)px", STYLESHEET)
+    assert all(int(px) <= 360 for px in fixed), fixed
+    assert "figure.plot svg { max-width: 100%" in STYLESHEET
+    for path in ("/", f"/studies/{study}", "/schedules"):
+        text = client.get(path).text
+        assert '<meta name="viewport" content="width=device-width' in text, path
+        assert "<script" not in text, path
+        # Wide tables scroll inside their box instead of widening the page.
+        assert text.count("<table") == text.count('<div class="scroll"><table'), path
