@@ -31,6 +31,7 @@ from api.deps import (
     OwnedStudy,
     SettingsDep,
     StoreDep,
+    owned_study,
     same_origin,
     visible_to,
 )
@@ -163,9 +164,19 @@ def logout(
     return response
 
 
-@router.get("/studies/{study_id}", response_class=HTMLResponse)
-def study_page(study: OwnedStudy, store: StoreDep, dashboard_url: DashboardUrl) -> HTMLResponse:
-    """The study now: status, progress, bounds, best accuracy per arm, plots, links."""
+@router.get("/studies/{study_id}", response_model=None)
+def study_page(
+    study_id: str,
+    store: StoreDep,
+    dashboard_url: DashboardUrl,
+    session: Annotated[str | None, Cookie(alias=SESSION_COOKIE)] = None,
+) -> HTMLResponse | RedirectResponse:
+    """The study now: status, progress, bounds, best accuracy per arm, plots, links; the
+    login form once the session has ended (the page may have been reloading itself)."""
+    owner = store.authenticate_session(session) if session else None
+    if owner is None:
+        return RedirectResponse("/", status_code=status.HTTP_303_SEE_OTHER)
+    study = owned_study(study_id, store, owner)
     results = store.results(study.id)
     report = study_report(store, study.id)
     if results is None or report is None:  # deleted since `owned_study` found it

@@ -269,6 +269,9 @@ def test_another_owners_study_page_is_not_found(
     client: TestClient, store: Store, submit: Any, bob: Headers
 ) -> None:
     theirs = running_study(store, submit, bob)
+    # Without a session (one that ended while the page reloaded itself): the login form.
+    away = client.get(f"/studies/{theirs}", follow_redirects=False)
+    assert away.status_code == 303 and away.headers["location"] == "/"
     session_for(client, store, "alice")
     assert client.get(f"/studies/{theirs}").status_code == 404
     assert client.get("/studies/not-a-uuid").status_code == 404
