@@ -7,11 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-# The values of service.models.STUDY_STATUSES and TRIAL_STATES, spelled out for the OpenAPI
-# schema; tests/api check that they stay equal.
-StudyStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-StudyPhase = Literal["queued", "range_test", "tuning", "trials", "report", "done"]
-TrialState = Literal["pending", "running", "completed", "diverged", "failed", "cancelled"]
+from workers.states import StudyPhase, StudyStatus, TrialState
 
 
 class ErrorView(BaseModel):

@@ -17,7 +17,6 @@ from typing import Any
 import httpx
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-TERMINAL = ("succeeded", "failed", "cancelled")
 DELETE_WAIT_S = 120.0  # how long `delete` waits for a running study's cancel
 DELETE_POLL_S = 2.0
 

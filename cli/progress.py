@@ -38,6 +38,7 @@ from workers.events import (
     TuningStarted,
     TuningTrialEnded,
 )
+from workers.states import COUNTED_TUNING_TRIAL_STATES
 
 # The API's phase names, as a person reads them.
 PHASE_WORDS = {
@@ -194,7 +195,7 @@ class ProgressDisplay:
             bars.tuning_info(f"searching {', '.join(event.space)} of {event.arm}{again}")
         elif isinstance(event, TuningTrialEnded):
             # Interrupted and cancelled trials are replaced, so they do not count.
-            if event.state in ("completed", "stopped", "diverged", "failed"):
+            if event.state in COUNTED_TUNING_TRIAL_STATES:
                 self.tuning_done += 1
                 bars.done(tuning=self.tuning_done)
             if event.value is not None and event.state == "completed":

@@ -26,13 +26,12 @@ from service.ray_cluster import RayCluster, RayUnavailable
 from service.settings import Settings
 from service.store import Store, StudyRecord
 from service.study_data import remove_old_checkpoints
+from workers.states import RAN_TRIAL_STATES
 
 log = logging.getLogger(__name__)
 SWEEP_EVERY_S = 3600.0  # seconds between looks for checkpoints past their retention
 # The end of a failed job's log kept for admins (error_detail) and the service's log.
 LOG_TAIL_CHARS = 20_000
-# Trial states of a study that ran to its end (cancelled ones mean it did not).
-RAN_TRIAL_STATES = ("completed", "diverged", "failed")
 
 
 def submission_id(study_id: str) -> str:

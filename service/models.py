@@ -4,7 +4,7 @@ and uses generic names (`studies`, `trials`)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, ClassVar, get_args
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -24,12 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from workers.events import TuningTrialState
-
-STUDY_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-STUDY_PHASES = ("queued", "range_test", "tuning", "trials", "report", "done")
-TRIAL_STATES = ("pending", "running", "completed", "diverged", "failed", "cancelled")
-TUNING_TRIAL_STATES: tuple[str, ...] = get_args(TuningTrialState)
+from workers.states import STUDY_PHASES, STUDY_STATUSES, TRIAL_STATES, TUNING_TRIAL_STATES
 
 
 def utcnow() -> datetime:

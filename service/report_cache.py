@@ -15,7 +15,8 @@ import hashlib
 from importlib.metadata import version
 from typing import Any
 
-from service.store import TERMINAL_STATUSES, Store
+from service.store import Store
+from workers.states import TERMINAL_STUDY_STATUSES
 
 CODE_VERSION = version("clrstudy")
 
@@ -29,7 +30,7 @@ def study_report(store: Store, study_id: str) -> dict[str, Any] | None:
     if study is None:
         return None
     digest = None
-    if study.status in TERMINAL_STATUSES:
+    if study.status in TERMINAL_STUDY_STATUSES:
         # Read before the results, so a kept report is never older than its digest; with
         # the code's version, since a new release may build reports another way.
         results_digest = store.results_digest(study_id)

@@ -30,7 +30,8 @@ from service.store import (
     StudyRecord,
     TooManyStudies,
 )
-from service.studies import ACTIVE_STATUSES, submit, validate_spec
+from service.studies import submit, validate_spec
+from workers.states import ACTIVE_STUDY_STATUSES
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ class Scheduler:
         previous = self.store.latest_created_run(schedule.id)
         if previous is not None and previous.study_id is not None:
             study = self.store.get_study(previous.study_id)
-            if study is not None and study.status in ACTIVE_STATUSES:
+            if study is not None and study.status in ACTIVE_STUDY_STATUSES:
                 return f"the previous run's study {study.id} is still {study.status}"
         try:
             validate_spec({**schedule.spec, "name": study_name(schedule, due_at)}, self.settings)

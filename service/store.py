@@ -27,9 +27,6 @@ from sqlalchemy.orm import Session
 from service.cron import check_cron, check_timezone, next_due
 from service.db import session_factory, session_scope
 from service.models import (
-    STUDY_PHASES,
-    STUDY_STATUSES,
-    TUNING_TRIAL_STATES,
     ApiKey,
     BrowserSession,
     EvalPoint,
@@ -52,16 +49,16 @@ from workers.results import (
     planned_tuning,
     results_document,
 )
+from workers.states import (
+    COUNTED_TUNING_TRIAL_STATES,
+    ENDED_TRIAL_STATES,
+    STUDY_PHASES,
+    STUDY_STATUSES,
+    STUDY_TRANSITIONS,
+    TERMINAL_STUDY_STATUSES,
+    TUNING_TRIAL_STATES,
+)
 
-TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
-ALLOWED_TRANSITIONS = {
-    "queued": frozenset({"running", "cancelled", "failed"}),
-    "running": frozenset({"succeeded", "failed", "cancelled"}),
-}
-FINISHED_TRIAL_STATES = ("completed", "diverged", "failed", "cancelled")
-# Ended tuning trials that count towards a search's planned trials (workers.tuning's
-# COUNTED_STATES): interrupted and cancelled ones are replaced when the study runs again.
-COUNTED_TUNING_STATES = ("completed", "stopped", "diverged", "failed")
 API_KEY_PREFIX = "clr_"
 # A key's last use is written at most this often: reads should not all turn into writes.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -625,12 +622,12 @@ class Store:
         if the study is not (any more) in an expected status, e.g. another process moved it.
         """
         for source in sorted(expected):
-            if to not in ALLOWED_TRANSITIONS.get(source, ()):
+            if to not in STUDY_TRANSITIONS.get(source, ()):
                 raise InvalidTransition(f"a study cannot go from {source!r} to {to!r}")
         values: dict[str, Any] = {"status": to}
         if to == "running":
             values["started_at"] = utcnow()
-        if to in TERMINAL_STATUSES:
+        if to in TERMINAL_STUDY_STATUSES:
             values["finished_at"] = utcnow()
         if to == "succeeded" and phase is None:
             phase = "done"
@@ -672,7 +669,7 @@ class Store:
             study = self.get_study(study_id)
             if study is None:
                 return None
-            if study.status in TERMINAL_STATUSES:
+            if study.status in TERMINAL_STUDY_STATUSES:
                 raise InvalidTransition(f"study {study_id} has already {study.status}")
             # Otherwise it moved from queued to running in between: try again.
         return self.get_study(study_id)
@@ -1044,7 +1041,7 @@ class Store:
         error: str | None = None,
         node_id: str | None = None,
     ) -> None:
-        _check_one_of("state", state, FINISHED_TRIAL_STATES)
+        _check_one_of("state", state, ENDED_TRIAL_STATES)
         values: dict[str, Any] = {
             "state": state,
             "iterations_done": iterations_done,
@@ -1156,13 +1153,13 @@ class Store:
             return [_record(TrialRecord, t) for t in rows]
 
     def progress(self, study_id: str) -> Progress:
-        finished = Trial.state.in_(FINISHED_TRIAL_STATES)
+        ended = Trial.state.in_(ENDED_TRIAL_STATES)
         with self._session() as session:
             done, total, iterations_done, iterations_total = session.execute(
                 select(
-                    func.count().filter(finished),
+                    func.count().filter(ended),
                     func.count(),
-                    func.sum(case((finished, Trial.iterations), else_=Trial.iterations_done)),
+                    func.sum(case((ended, Trial.iterations), else_=Trial.iterations_done)),
                     func.sum(Trial.iterations),
                 ).where(Trial.study_id == study_id)
             ).one()
@@ -1175,7 +1172,7 @@ class Store:
             tuning_done = session.scalar(
                 select(func.count()).where(
                     TuningTrial.study_id == study_id,
-                    TuningTrial.state.in_(COUNTED_TUNING_STATES),
+                    TuningTrial.state.in_(COUNTED_TUNING_TRIAL_STATES),
                 )
             )
             summary = session.scalar(select(Study.tuning).where(Study.id == study_id)) or {}

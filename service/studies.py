@@ -20,8 +20,6 @@ from service.store import Store, StudyRecord
 if TYPE_CHECKING:
     from workers.spec import StudySpec
 
-ACTIVE_STATUSES = ("queued", "running")
-
 
 def validate_spec(spec: Any, settings: Settings) -> StudySpec:
     """`spec` (JSON as sent: a mapping, or whatever a client sent) as a StudySpec under

@@ -8,13 +8,10 @@ Every event is a frozen dataclass, so a sink can keep it as it is.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
-TrialState = Literal["completed", "diverged", "failed", "cancelled"]
-# A tuning trial's end: "completed" ran to tuning.max_iterations; "stopped" was ended early
-# by ASHA (Optuna itself records those as COMPLETE); "interrupted" was running when an
-# earlier run of the study died (it is not counted in tuning.trials, another replaces it).
-TuningTrialState = Literal["completed", "stopped", "diverged", "failed", "cancelled", "interrupted"]
+from workers.states import EndedTrialState, TuningTrialState
+
 RANGE_TEST_TRIAL_ID = "range_test"
 
 
@@ -177,7 +174,7 @@ class EvaluationPoints:
 @dataclass(frozen=True)
 class TrialEnded:
     trial_id: str
-    state: TrialState
+    state: EndedTrialState
     iterations_done: int
     wall_s: float
     error: str | None = None

@@ -35,9 +35,9 @@ from workers.events import (
     TuningStarted,
     TuningTrialEnded,
 )
+from workers.states import ENDED_TRIAL_STATES, FINISHED_TRIAL_STATES, TrialState
 
 FORMAT = 1
-TERMINAL_TRIAL_STATES = ("completed", "diverged", "failed", "cancelled")
 # Events after which the file is written at once; points wait for `write_every_s`.
 WRITTEN_AT_ONCE = (
     StudyPlanned, BoundsFound, TuningStarted, TuningTrialEnded, TuningEnded, TrialEnded,
@@ -89,7 +89,7 @@ class TrialEntry:
     trial_id: str
     arm: str
     seed: int
-    state: str = "pending"
+    state: TrialState = "pending"
     error: str | None = None
     node_id: str | None = None
     iterations: int = 0
@@ -272,7 +272,7 @@ class ResultsDocument:
             trial.iterations_done = max(trial.iterations_done, event.iterations_done)
             if event.node_id:
                 trial.node_id = event.node_id
-            if trial.wall_s is None or event.state in ("completed", "diverged"):
+            if trial.wall_s is None or event.state in FINISHED_TRIAL_STATES:
                 trial.wall_s = event.wall_s
         self._maybe_write(force=isinstance(event, WRITTEN_AT_ONCE))
 
@@ -288,7 +288,7 @@ class ResultsDocument:
         self.finished_at = _now()
         self.wall_s = time.monotonic() - self._started
         for trial in self.trials.values():
-            if trial.state not in TERMINAL_TRIAL_STATES:
+            if trial.state not in ENDED_TRIAL_STATES:
                 trial.state = "cancelled" if status != "failed" else "failed"
         self._maybe_write(force=True)
         return self.doc

@@ -43,6 +43,7 @@ from workers.planning import (
     tuning_trial_config,
 )
 from workers.spec import ArmSpec, Limits, StudySpec
+from workers.states import TerminalStudyStatus
 from workers.trainables import arm_trainable, flatten, range_test_trainable, tuning_trainable
 from workers.tune_events import (
     CancelStopper,
@@ -91,7 +92,7 @@ class RunOptions:
 
 @dataclass(frozen=True)
 class StudyOutcome:
-    status: str  # "succeeded" | "cancelled" | "failed"
+    status: TerminalStudyStatus
     error: str | None = None
     bounds: Bounds | None = None
 

@@ -44,13 +44,11 @@ from workers.datasets import Dataset
 from workers.events import ResultSink, TuningEnded, TuningStarted, TuningTrialEnded
 from workers.results import finite
 from workers.spec import ArmSpec, TuningSpec, search_log
+from workers.states import COUNTED_TUNING_TRIAL_STATES, FINISHED_TRIAL_STATES
 
 METRIC = "accuracy"  # validation accuracy at a tuning trial's latest evaluation
 STATE_ATTR = "clrstudy_state"
 ITERATIONS_ATTR = "clrstudy_iterations"
-# Finished tuning trials that count towards tuning.trials; interrupted and cancelled ones
-# are replaced by new ones when the study runs again.
-COUNTED_STATES = ("completed", "stopped", "diverged", "failed")
 
 
 class TuningFailed(RuntimeError):
@@ -148,7 +146,7 @@ def open_storage(url: str | None) -> Iterator[optuna.storages.BaseStorage]:
 def classify(result: Mapping[str, Any] | None, error: bool, cancelled: bool) -> str:
     """What really happened to a tuning trial, from its last result."""
     state = (result or {}).get("state")
-    if state in ("completed", "diverged"):
+    if state in FINISHED_TRIAL_STATES:
         return str(state)
     if error:
         return "failed"
@@ -204,7 +202,7 @@ class RecordingOptunaSearch(OptunaSearch):
         iterations = int((result or {}).get("iterations_done", self.last_step.get(trial_id, 0)))
         ot_trial.set_user_attr(ITERATIONS_ATTR, iterations)
         self.outcomes[trial_id] = (state, iterations)
-        if state in ("failed", "cancelled"):
+        if state == "failed" or state == "cancelled":
             # Ray would tell a trial that failed after reporting as COMPLETE.
             super().on_trial_complete(trial_id, result=None, error=True)
         else:
@@ -314,7 +312,7 @@ def recover(study: optuna.Study, plan: TuningPlan) -> tuple[list[TuningTrialEnde
         deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
     )
     records = [_record_of(plan.arm, t) for t in sorted(finished, key=lambda t: t.number)]
-    return records, sum(r.state in COUNTED_STATES for r in records)
+    return records, sum(r.state in COUNTED_TUNING_TRIAL_STATES for r in records)
 
 
 def close_interrupted(url: str, prefix: str, arms: list[str]) -> list[TuningTrialEnded]:
@@ -343,7 +341,7 @@ def best_of(records: list[TuningTrialEnded], plan: TuningPlan) -> TuningTrialEnd
     """The trial with the highest value among those that ran to max_iterations."""
     full = [r for r in records if r.state == "completed" and r.value is not None]
     if not full:
-        counts = {s: sum(r.state == s for r in records) for s in COUNTED_STATES}
+        counts = {s: sum(r.state == s for r in records) for s in COUNTED_TUNING_TRIAL_STATES}
         summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "none ran"
         raise TuningFailed(
             f"the search of arm {plan.arm!r} has no trial that ran to its "

@@ -42,14 +42,16 @@ from service.reports.verdicts import (
     welch_sentence,
 )
 from workers.results import finite as _finite
+from workers.states import (
+    FINISHED_TRIAL_STATES,
+    TERMINAL_STUDY_STATUSES,
+    TRIAL_STATES,
+    TUNING_TRIAL_STATES,
+)
 
 # 2: time to target, the median of iterations to target, seconds per iteration (issue 15);
 # reports cached in another format are built again.
 REPORT_FORMAT = 2
-TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
-FINISHED_STATES = ("completed", "diverged")
-TRIAL_STATES = ("pending", "running", "completed", "diverged", "failed", "cancelled")
-TUNING_STATES = ("completed", "stopped", "diverged", "failed", "cancelled", "interrupted")
 CLR_POLICIES = ("triangular", "triangular2", "exp_range")
 BUDGET_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 
@@ -130,10 +132,10 @@ def _check(results: Mapping[str, Any]) -> None:
         if name not in arms:
             raise ValueError(f"tuning.{name} is not an arm; arms: {', '.join(arms)}")
         for i, trial in enumerate((entry or {}).get("trials") or ()):
-            if trial.get("state") not in TUNING_STATES:
+            if trial.get("state") not in TUNING_TRIAL_STATES:
                 raise ValueError(
                     f"tuning.{name}.trials[{i}].state must be one of "
-                    f"{', '.join(TUNING_STATES)}, got {trial.get('state')!r}"
+                    f"{', '.join(TUNING_TRIAL_STATES)}, got {trial.get('state')!r}"
                 )
 
 
@@ -142,7 +144,7 @@ def _final_accuracies(trials: Sequence[Mapping[str, Any]]) -> list[float]:
     finals = []
     for trial in trials:
         points = trial.get("points")
-        if trial["state"] in FINISHED_STATES and points:
+        if trial["state"] in FINISHED_TRIAL_STATES and points:
             final = _finite(points[-1].get("accuracy"))
             if final is not None:
                 finals.append(final)
@@ -251,7 +253,7 @@ def _tuning(entry: Mapping[str, Any] | None) -> dict[str, Any] | None:
     trials = sorted(entry.get("trials") or (), key=lambda t: t.get("number") or 0)
     best = entry.get("best")
     best_number = best.get("number") if best else None
-    states = {state: sum(t.get("state") == state for t in trials) for state in TUNING_STATES}
+    states = {state: sum(t.get("state") == state for t in trials) for state in TUNING_TRIAL_STATES}
     return {
         "optuna_study": entry.get("optuna_study"),
         "trials_planned": entry.get("trials_planned"),
@@ -298,7 +300,7 @@ def _arm_row(
     tuning: Mapping[str, Any],
     range_test: int,
 ) -> dict[str, Any]:
-    finished = [t for t in trials if t["state"] in FINISHED_STATES]
+    finished = [t for t in trials if t["state"] in FINISHED_TRIAL_STATES]
     seeds = [_seed_row(t, target) for t in finished]
     finals = _final_accuracies(finished)
     if finals:
@@ -533,10 +535,10 @@ def build_report(results: Mapping[str, Any]) -> dict[str, Any]:
             "finished_at": results.get("finished_at"),
             "wall_s": _finite(results.get("wall_s")),
         },
-        "partial": status not in TERMINAL_STATUSES,
+        "partial": status not in TERMINAL_STUDY_STATUSES,
         "trials": {
             "total": len(trials),
-            "finished": sum(counts[s] for s in FINISHED_STATES),
+            "finished": sum(counts[s] for s in FINISHED_TRIAL_STATES),
             **counts,
         },
         "baseline": baseline,

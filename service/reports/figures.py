@@ -20,6 +20,7 @@ from matplotlib.ticker import FuncFormatter, NullLocator
 
 from clr.policies import make_schedule
 from service.reports.comparison import trial_curve
+from workers.states import FINISHED_TRIAL_STATES
 
 # matplotlib's tab10, fixed so an arm keeps its colour in every plot of every report.
 PALETTE = (
@@ -36,7 +37,7 @@ PALETTE = (
 )
 MAX_POINTS = 500  # per line in an SVG
 SCHEDULE_SAMPLES = 1000  # iterations at which a schedule is evaluated
-CURVE_STATES = ("completed", "diverged", "running")  # a partial report shows running curves
+CURVE_STATES = (*FINISHED_TRIAL_STATES, "running")  # a partial report shows running curves
 _RC: dict[Any, Any] = {"svg.fonttype": "none", "svg.hashsalt": "clrstudy", "font.size": 9}
 _FIGSIZE = (9.0, 3.4)  # inches
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from workers.states import RAN_TRIAL_STATES
+
 CLR_VS_TUNED = "CLR with one range test vs tuned fixed LR"
 SIGNIFICANCE = 0.05
 CROSSING_RULE = (
@@ -127,7 +129,8 @@ def verdicts(report: Mapping[str, Any], match: Mapping[str, Any] | None) -> list
     for row in rows:
         problems = [
             f"{row[state]} of {sum(row['trials'].values())} trials {state}"
-            for state in ("diverged", "failed")
+            for state in RAN_TRIAL_STATES
+            if state != "completed"
             if row[state]
         ]
         if problems:
