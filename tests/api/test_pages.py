@@ -397,6 +397,8 @@ def test_in_a_browser_a_study_page_follows_the_study_and_cancels_it(
     assert created.status_code == 202, created.text
     study = created.json()["id"]
     assert store.transition(study, "running", expected={"queued"})
+    queued = httpx.post(f"{base}/api/v1/studies", json=study_spec(), headers=bearer(key))
+    assert queued.status_code == 202, queued.text
     events = run_events(PLANNED)
     sink = DatabaseSink(store, study)
     for event in (*events[:5], *events[5:7]):  # plan..arms, fixed-s0 to iteration 30
@@ -418,8 +420,18 @@ def test_in_a_browser_a_study_page_follows_the_study_and_cancels_it(
         browser.find_element(By.CSS_SELECTOR, "#cancel button").click()
         browser.find_element(By.CSS_SELECTOR, "#confirm-cancel button").click()
         WebDriverWait(browser, 10).until(lambda b: "cancel requested" in b.page_source)
+        assert store.get_study(study).cancel_requested  # type: ignore[union-attr]
+        # A queued study ends at once: its page says so and stops reloading.
+        browser.get(f"{base}/")
+        browser.find_element(By.CSS_SELECTOR, f"a[href='/studies/{queued.json()['id']}']").click()
+        browser.find_element(By.CSS_SELECTOR, "#cancel button").click()
+        browser.find_element(By.CSS_SELECTOR, "#confirm-cancel button").click()
+        WebDriverWait(browser, 10).until(
+            lambda b: b.find_element(By.ID, "status").text == "cancelled"
+        )
+        assert 'http-equiv="refresh"' not in browser.page_source  # (no implicit wait)
     sink.close()
-    assert store.get_study(study).cancel_requested  # type: ignore[union-attr]
+    assert store.get_study(queued.json()["id"]).status == "cancelled"  # type: ignore[union-attr]
 
 
 def test_the_pages_fit_a_phones_width(client: TestClient, store: Store, submit: Any) -> None:
