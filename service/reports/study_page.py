@@ -108,7 +108,7 @@ def render_study_html(
     )
     stopping = " (cancel requested)" if study.cancel_requested else ""
     cancel = (
-        f'<form method="post" action="{escape(cancel_action)}" id="cancel" class="inline">'
+        f'<form method="post" action="{escape(cancel_action)}" id="cancel">'
         '<button type="submit">Cancel this study&hellip;</button></form>'
         if cancel_action is not None
         else ""
@@ -131,7 +131,7 @@ def render_study_html(
 <p><a href="/">All studies</a></p></header>
 <p class="meta">study {escape(study.id)}</p>{error}
 <p>Status: <b id="status">{escape(study.status)}</b>{stopping}; phase:
-<b id="phase">{escape(study.phase)}</b>. {cancel}</p>{refresh}
+<b id="phase">{escape(study.phase)}</b>.</p>{cancel}{refresh}
 {_progress(progress)}
 {_bounds(study.bounds)}
 {_best(progress.best_accuracy)}
