@@ -63,3 +63,11 @@ def test_bad_momentum_bounds_are_refused(
 ) -> None:
     with pytest.raises(ValueError, match=needle):
         momentum_schedule("triangular", TRIANGULAR, base_momentum, max_momentum)
+
+
+def test_momentum_bounds_at_their_edges() -> None:
+    # base_momentum may be 0, and equal to max_momentum (no cycling); neither may reach 1.
+    assert momentum_schedule("triangular", TRIANGULAR, 0.0, 0.0)(40) == 0.0
+    assert momentum_schedule("triangular", TRIANGULAR, 0.9, 0.9)(40) == pytest.approx(0.9)
+    with pytest.raises(ValueError, match=r"base_momentum must be a number in \[0, 1\), got 1.0"):
+        momentum_schedule("triangular", TRIANGULAR, 1.0, 1.0)
