@@ -116,6 +116,25 @@ def test_result_survives_strict_json_with_a_non_finite_loss() -> None:
     assert back.stop_reason == "non_finite"
 
 
+def test_a_finite_result_round_trips_field_for_field() -> None:
+    result = RangeTestResult(
+        min_lr=0.01,
+        max_lr=1.0,
+        ramp="exponential",
+        iterations=10,
+        lrs=(0.01, 0.0178),
+        losses=(2.3, 2.2),
+        smoothed_losses=(2.3, 2.25),
+        eval_iterations=(0, 1),
+        eval_lrs=(0.01, 0.0178),
+        accuracies=(0.1, 0.15),
+        eval_losses=(2.3, 2.1),
+        stopped_at=2,
+        stop_reason="diverged",
+    )
+    assert RangeTestResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result
+
+
 # --- real range tests ---------------------------------------------------------------------
 
 
