@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import socket
@@ -310,6 +311,24 @@ PLANNED = tuple(
     for arm in ("fixed", "triangular")
     for seed in (0, 1)
 )
+
+
+def run_to_success(store: Store, study_id: str, triangular_scale: float = 1.0) -> None:
+    """What a study's driver records, through its sink: a queued study run to success.
+
+    The triangular arm's accuracies are scaled by `triangular_scale`.
+    """
+    assert store.transition(study_id, "running", expected={"queued"})
+    sink = DatabaseSink(store, study_id)
+    for event in run_events(PLANNED):
+        if isinstance(event, EvaluationPoints) and event.trial_id.startswith("triangular"):
+            points = tuple(
+                dataclasses.replace(p, accuracy=p.accuracy * triangular_scale) for p in event.points
+            )
+            event = dataclasses.replace(event, points=points)
+        sink.emit(event)
+    sink.close()
+    assert store.transition(study_id, "succeeded", expected={"running"})
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from datetime import datetime, timedelta
 from typing import Any
@@ -12,11 +11,9 @@ from fastapi.testclient import TestClient
 
 from service.scheduling import Scheduler
 from service.settings import Settings
-from service.sinks import DatabaseSink
 from service.store import Store
-from tests.api.conftest import PLANNED, run_events, strict_json
+from tests.api.conftest import run_to_success, strict_json
 from tests.factories import SPEC
-from workers.events import EvaluationPoints
 
 SCHEDULES = "/api/v1/schedules"
 
@@ -187,21 +184,6 @@ def test_foreign_and_malformed_ids_are_404(
     assert client.get(SCHEDULES).status_code == 401
 
 
-def run_night(store: Store, study_id: str, triangular_scale: float) -> None:
-    """Run a scheduled study to success; triangular's accuracies scaled by `triangular_scale`."""
-    assert store.transition(study_id, "running", expected={"queued"})
-    sink = DatabaseSink(store, study_id)
-    for event in run_events(PLANNED):
-        if isinstance(event, EvaluationPoints) and event.trial_id.startswith("triangular"):
-            points = tuple(
-                dataclasses.replace(p, accuracy=p.accuracy * triangular_scale) for p in event.points
-            )
-            event = dataclasses.replace(event, points=points)
-        sink.emit(event)
-    sink.close()
-    assert store.transition(study_id, "succeeded", expected={"running"})
-
-
 def test_history_and_page_show_each_run_and_flag_regressions(
     client: TestClient, store: Store, settings: Settings, alice: dict[str, str]
 ) -> None:
@@ -213,12 +195,12 @@ def test_history_and_page_show_each_run_and_flag_regressions(
         (run,) = scheduler.tick(first_due + timedelta(days=n, minutes=1))
         return run
 
-    run_night(store, night(0).study_id, 1.0)
+    run_to_success(store, night(0).study_id, 1.0)
     second = night(1)
     assert store.transition(second.study_id, "running", expected={"queued"})
     assert night(2).state == "skipped"  # the second night's study still runs
     assert store.transition(second.study_id, "failed", expected={"running"}, error="boom")
-    run_night(store, night(3).study_id, 0.9)  # triangular ends 10% lower
+    run_to_success(store, night(3).study_id, 0.9)  # triangular ends 10% lower
     path = f"{SCHEDULES}/{schedule['id']}"
 
     response = client.get(f"{path}/history", headers=alice)

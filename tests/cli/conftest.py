@@ -3,7 +3,6 @@ database (SQLite and PostgreSQL through `db_url`), without Ray (no study ever st
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import threading
 import time
@@ -19,11 +18,8 @@ from api.main import create_app
 from cli.main import main
 from service.ray_cluster import free_port
 from service.settings import Settings
-from service.sinks import DatabaseSink
 from service.store import Store
-from tests.api.conftest import PLANNED, run_events
 from tests.factories import study_spec
-from workers.events import EvaluationPoints
 
 
 @dataclass(frozen=True)
@@ -94,24 +90,6 @@ def spec_file(tmp_path: Path) -> Path:
     path = tmp_path / "spec.json"
     path.write_text(json.dumps(study_spec()), encoding="utf-8")
     return path
-
-
-def run_to_success(store: Store, study_id: str, triangular_scale: float = 1.0) -> None:
-    """What a study's driver records, through its sink: a queued study run to success.
-
-    The triangular arm's accuracies are scaled by `triangular_scale`.
-    """
-    assert store.transition(study_id, "running", expected={"queued"})
-    sink = DatabaseSink(store, study_id)
-    for event in run_events(PLANNED):
-        if isinstance(event, EvaluationPoints) and event.trial_id.startswith("triangular"):
-            points = tuple(
-                dataclasses.replace(p, accuracy=p.accuracy * triangular_scale) for p in event.points
-            )
-            event = dataclasses.replace(event, points=points)
-        sink.emit(event)
-    sink.close()
-    assert store.transition(study_id, "succeeded", expected={"running"})
 
 
 def submitted(cli: Cli, spec_file: Path) -> str:

@@ -16,7 +16,8 @@ import pytest
 
 from cli.client import Client, ClientError
 from service.ray_cluster import free_port
-from tests.cli.conftest import Cli, LiveServer, run_to_success, submitted
+from tests.api.conftest import run_to_success
+from tests.cli.conftest import Cli, LiveServer, submitted
 from tests.factories import study_spec
 
 

@@ -7,7 +7,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from service.scheduling import Scheduler
-from tests.cli.conftest import Cli, LiveServer, run_to_success
+from tests.api.conftest import run_to_success
+from tests.cli.conftest import Cli, LiveServer
 
 
 def created(cli: Cli, spec_file: Path, name: str = "nightly") -> str:
