@@ -97,8 +97,9 @@ class Dispatcher:
         jobs = self._jobs
         self.reconcile(jobs)
         self.start_queued(jobs)
-        if self._next_sweep <= self.clock():
-            self._next_sweep = self.clock() + SWEEP_EVERY_S
+        now = self.clock()
+        if self._next_sweep <= now:
+            self._next_sweep = now + SWEEP_EVERY_S
             remove_old_checkpoints(self.store, self.settings, utcnow())
 
     # the steps -------------------------------------------------------------------------

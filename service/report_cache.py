@@ -21,8 +21,11 @@ from workers.states import TERMINAL_STUDY_STATUSES
 CODE_VERSION = version("clrstudy")
 
 
-def study_report(store: Store, study_id: str) -> dict[str, Any] | None:
-    """The comparison report of the study (None: no such study)."""
+def study_report(
+    store: Store, study_id: str, results: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """The comparison report of the study (None: no such study); `results`, where the caller
+    has read them already, are not read again."""
     from service.reports import build_report  # late: numpy, scipy
     from service.reports.comparison import REPORT_FORMAT
 
@@ -37,7 +40,8 @@ def study_report(store: Store, study_id: str) -> dict[str, Any] | None:
         digest = hashlib.sha256(f"{results_digest} {CODE_VERSION}".encode()).hexdigest()
         if cached := store.cached_report(study_id, REPORT_FORMAT, digest):
             return cached
-    results = store.results(study_id)
+    if results is None:
+        results = store.results(study_id)
     if results is None:
         return None
     report = build_report(results)

@@ -177,10 +177,7 @@ def history(
     from service.reports.regressions import compare_runs, headline_figures  # late: numpy, scipy
 
     runs = store.schedule_runs(schedule.id)
-    studies: dict[str, StudyRecord] = {}
-    for run in runs:
-        if run.study_id is not None and (study := store.get_study(run.study_id)) is not None:
-            studies[study.id] = study
+    studies = store.studies_by_id({r.study_id for r in runs if r.study_id is not None})
     # Reports of the shown runs and of the successful run before the oldest one shown.
     shown = runs if limit is None else runs[:limit]
     if to_latest_success:

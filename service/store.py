@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import secrets
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta
@@ -47,6 +46,7 @@ from workers.results import (
     TrialEntry,
     finite,
     planned_tuning,
+    point_entry,
     results_document,
 )
 from workers.states import (
@@ -64,7 +64,6 @@ API_KEY_PREFIX = "clr_"
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 EVAL_POINT_FIELDS = tuple(f.name for f in fields(events.EvalPoint))
 RANGE_POINT_FIELDS = tuple(f.name for f in fields(events.RangeTestPoint))
-LOSS_FIELDS = frozenset({"train_loss", "loss", "smoothed_loss", "eval_loss"})
 RESULT_TRIAL_FIELDS = tuple(f for f in TRIAL_ENTRY_FIELDS if f != "points")
 TUNING_TRIAL_FIELDS = (
     "number", "params", "state", "iterations_done", "value", "wall_s", "error", "node_id",
@@ -228,12 +227,8 @@ def _key_record(key: ApiKey, owner: Owner) -> ApiKeyRecord:
 
 
 def _point_row(point: events.EvalPoint | events.RangeTestPoint, **keys: Any) -> dict[str, Any]:
-    """A point's columns; a NaN or infinite loss becomes NULL."""
-    row = asdict(point)
-    for name in LOSS_FIELDS & row.keys():
-        if row[name] is not None and not math.isfinite(row[name]):
-            row[name] = None
-    return {**row, **keys}
+    """A point's columns, as results.json holds it: a NaN or infinite number becomes NULL."""
+    return {**point_entry(point), **keys}
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -599,6 +594,12 @@ class Store:
         return self._studies(
             select(Study).where(Study.status == "running").order_by(Study.created_at)
         )
+
+    def studies_by_id(self, study_ids: Collection[str]) -> dict[str, StudyRecord]:
+        """The studies of these ids that exist, in one query."""
+        if not study_ids:
+            return {}
+        return {s.id: s for s in self._studies(select(Study).where(Study.id.in_(study_ids)))}
 
     def _studies(self, query: Any) -> list[StudyRecord]:
         with self._session() as session:

@@ -171,22 +171,23 @@ def _weight_decay(default: float = 0.0) -> Param:
     return Param("weight_decay", "float", default, "L2 penalty (decoupled for adamw)")
 
 
-def _adam_params(weight_decay: float) -> tuple[Param, ...]:
-    return (
-        Param("beta1", "float", 0.9, "decay of the running mean of gradients"),
-        Param("beta2", "float", 0.999, "decay of the running mean of squared gradients"),
-        Param("eps", "float", 1e-8, "added to the denominator for stability"),
-        _weight_decay(weight_decay),
-        Param("amsgrad", "bool", False, "use the AMSGrad variant"),
-    )
-
-
 _MOMENTUM = Param("momentum", "float", 0.9, "momentum factor")
 _BETAS = (
     Param("beta1", "float", 0.9, "decay of the running mean of gradients"),
     Param("beta2", "float", 0.999, "decay of the running mean of squared gradients"),
 )
 _EPS = Param("eps", "float", 1e-8, "added to the denominator for stability")
+
+
+def _adam_params(weight_decay: float) -> tuple[Param, ...]:
+    return (
+        *_BETAS,
+        _EPS,
+        _weight_decay(weight_decay),
+        Param("amsgrad", "bool", False, "use the AMSGrad variant"),
+    )
+
+
 _SCHEDULE_FREE = (
     Param("warmup_steps", "int", 0, "iterations of the optimizer's own linear warm-up"),
     Param("r", "float", 0.0, "power of the polynomial weighting of the average"),

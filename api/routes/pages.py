@@ -36,9 +36,14 @@ from api.deps import (
     visible_to,
 )
 from api.routes.schedules import OwnedSchedule, schedule_path
-from api.routes.studies import cancel, study_path
+from api.routes.studies import (
+    cancel,
+    owned_report,
+    ray_job_url,
+    study_path,
+    study_results,
+)
 from service.models import utcnow
-from service.report_cache import study_report
 from service.reports.page import page
 from service.reports.regressions import latest_comparison
 from service.reports.study_page import REFRESH_S, render_study_html
@@ -177,12 +182,9 @@ def study_page(
     if owner is None:
         return RedirectResponse("/", status_code=status.HTTP_303_SEE_OTHER)
     study = owned_study(study_id, store, owner)
-    results = store.results(study.id)
-    report = study_report(store, study.id)
-    if results is None or report is None:  # deleted since `owned_study` found it
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no study {study.id!r}")
+    results = study_results(store, study)
+    report = owned_report(store, study, results)
     path = study_path(study.id)
-    job = study.submission_id
     return HTMLResponse(
         render_study_html(
             study,
@@ -190,7 +192,7 @@ def study_page(
             results,
             report,
             links={"report": f"{path}/report.html", "JSON": path, "CSV": f"{path}/report.csv"},
-            ray_job_url=f"{dashboard_url}/#/jobs/{job}" if job else None,
+            ray_job_url=ray_job_url(dashboard_url, study.submission_id),
             cancel_action=None
             if study.status in TERMINAL_STUDY_STATUSES
             else f"/studies/{study.id}/cancel",

@@ -77,7 +77,7 @@ def study_view(
         progress=ProgressView(**vars(progress)),
         bounds=study.bounds,
         ray_job_id=job,
-        ray_dashboard_url=f"{dashboard_url}/#/jobs/{job}" if job else None,
+        ray_dashboard_url=ray_job_url(dashboard_url, job),
         error=study.error,
         error_detail=study.error_detail if admin else None,
         cancel_requested=study.cancel_requested,
@@ -103,18 +103,27 @@ def _body_error(error: Any) -> dict[str, Any]:
     return {**error, "loc": ("body", *error["loc"]), **({"ctx": ctx} if ctx else {})}
 
 
-def _results(store: Store, study: StudyRecord) -> dict[str, Any]:
+def study_results(store: Store, study: StudyRecord) -> dict[str, Any]:
+    """The study's results document; 404 where the study was deleted meanwhile."""
     results = store.results(study.id)
     if results is None:  # deleted since `owned_study` found it
         raise not_found(study.id)
     return results
 
 
-def _report(store: Store, study: StudyRecord) -> dict[str, Any]:
-    report = study_report(store, study.id)
+def owned_report(
+    store: Store, study: StudyRecord, results: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The study's report, from `results` where the caller has them; 404 as above."""
+    report = study_report(store, study.id, results)
     if report is None:  # deleted since `owned_study` found it
         raise not_found(study.id)
     return report
+
+
+def ray_job_url(dashboard_url: str, submission_id: str | None) -> str | None:
+    """The study's Ray job in the dashboard, once it was submitted."""
+    return f"{dashboard_url}/#/jobs/{submission_id}" if submission_id else None
 
 
 @router.post(
@@ -300,7 +309,7 @@ def list_trials(study: OwnedStudy, store: StoreDep) -> list[TrialView]:
 )
 def get_results(study: OwnedStudy, store: StoreDep) -> dict[str, Any]:
     """Every curve of the study: the same content as `clrstudy run`'s results.json."""
-    return _results(store, study)
+    return study_results(store, study)
 
 
 @router.get(
@@ -314,7 +323,7 @@ def get_results(study: OwnedStudy, store: StoreDep) -> dict[str, Any]:
 )
 def get_report(study: OwnedStudy, store: StoreDep) -> dict[str, Any]:
     """Per arm: final accuracy with its CI, iterations to target, speedup, Welch's test."""
-    return _report(store, study)
+    return owned_report(store, study)
 
 
 @router.get(
@@ -330,7 +339,7 @@ def get_report(study: OwnedStudy, store: StoreDep) -> dict[str, Any]:
 def get_report_csv(study: OwnedStudy, store: StoreDep) -> PlainTextResponse:
     """Every evaluation point of every trial, tidy: one row each."""
     return PlainTextResponse(
-        render_csv(_results(store, study)),
+        render_csv(study_results(store, study)),
         media_type="text/csv",
         headers={"Content-Disposition": f'inline; filename="study-{study.id}.csv"'},
     )
@@ -345,4 +354,5 @@ def get_report_csv(study: OwnedStudy, store: StoreDep) -> PlainTextResponse:
 )
 def get_report_html(study: OwnedStudy, store: StoreDep) -> HTMLResponse:
     """The report as a page a browser opens (the session cookie of POST /login is accepted)."""
-    return HTMLResponse(render_html(_results(store, study), _report(store, study)))
+    results = study_results(store, study)
+    return HTMLResponse(render_html(results, owned_report(store, study, results)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sqlite3
 import threading
@@ -246,14 +247,16 @@ def test_eval_points_are_batched_and_idempotent(store: Store, engine: Engine) ->
         store.record_eval_points(study_id, "nope-s0", batch)
 
 
-def test_non_finite_losses_are_stored_as_null(store: Store) -> None:
+def test_non_finite_numbers_are_stored_as_null(store: Store) -> None:
     study_id = new_study(store, owner_id(store))
     plan(store, study_id)
-    store.record_eval_points(study_id, "fixed-s0", [point(5, loss=math.nan)])
+    diverged = dataclasses.replace(point(5, loss=math.nan), d=math.inf)  # an estimated step size
+    store.record_eval_points(study_id, "fixed-s0", [diverged])
     store.record_range_test_points(study_id, [RangeTestPoint(0, 0.1, math.inf, 2.0)])
     results = store.results(study_id)
     assert results is not None
     assert results["trials"][0]["points"][0]["loss"] is None
+    assert results["trials"][0]["points"][0]["d"] is None
     assert results["range_test"]["points"][0]["loss"] is None
 
 
